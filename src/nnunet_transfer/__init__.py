@@ -1,0 +1,68 @@
+"""nnunet-transfer: transfer learning for brain-tumour segmentation on nnU-Net v2.
+
+Heavy modules (torch, nnU-Net) are imported lazily: ``import nnunet_transfer`` is cheap and
+``nnunet_transfer.convert_brats`` imports what it needs on first access.
+
+Example:
+    >>> import nnunet_transfer
+    >>> nnunet_transfer.trainer_path().name
+    'nnunet_ext'
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib import metadata
+
+from nnunet_transfer.config import trainer_path
+
+__version__ = "0.1.0"
+MIN_NNUNET = (2, 8, 1)
+
+
+def _check_nnunet_version() -> None:
+    try:
+        installed = metadata.version("nnunetv2")
+    except metadata.PackageNotFoundError:
+        raise ImportError(
+            "nnunet-transfer needs nnunetv2 >= 2.8.1, which is not installed. Fix: pip install 'nnunetv2>=2.8.1'"
+        ) from None
+    parts = []
+    for piece in installed.split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    if tuple(parts) < MIN_NNUNET:
+        raise ImportError(
+            f"nnunet-transfer needs nnunetv2 >= 2.8.1 but nnunetv2 {installed} is installed. "
+            f"Fix: pip install --upgrade 'nnunetv2>=2.8.1'"
+        )
+
+
+_check_nnunet_version()
+
+# public name -> module that defines it; resolved on first access
+_API = {
+    "GradientReversal": "nnunet_transfer.training.grl",
+    "grad_reverse": "nnunet_transfer.training.grl",
+    "ganin_lambda": "nnunet_transfer.training.grl",
+    "DomainClassifier": "nnunet_transfer.training.domain_head",
+    "DomainMap": "nnunet_transfer.training.domains",
+    "DomainBalancedDataLoader": "nnunet_transfer.training.sampling",
+    "freeze_parameters": "nnunet_transfer.training.freezing",
+    "select_parameters": "nnunet_transfer.training.freezing",
+    "shrink_plans": "nnunet_transfer.planning",
+}
+
+
+def __getattr__(name: str):
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nnunet_transfer' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_API))
+
+
+__all__ = ["__version__", "trainer_path", *_API]

@@ -1,0 +1,5 @@
+import sys
+
+from nnunet_transfer.cli import main
+
+sys.exit(main())

@@ -1,0 +1,38 @@
+"""Print the shell exports nnU-Net needs to find this plugin's trainers.
+
+    eval "$(nnunet-transfer env)"            # all exports
+    export nnUNet_extTrainer=$(nnunet-transfer env --trainer-path)
+
+nnU-Net searches the folders on ``nnUNet_extTrainer`` for ``-tr`` classes that are not part
+of nnunetv2. The folder printed here holds a single shim module re-exporting the trainers
+of the installed package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trainer-path", action="store_true",
+                        help="print only the folder for nnUNet_extTrainer")
+
+
+def run(args: argparse.Namespace) -> int:
+    from nnunet_transfer import config
+
+    path = str(config.trainer_path())
+    if args.trainer_path:
+        print(path)
+        return 0
+    existing = [p for p in os.environ.get(config.EXT_TRAINER, "").split(os.pathsep) if p and p != path]
+    print(f"export {config.EXT_TRAINER}={shlex.quote(os.pathsep.join([path, *existing]))}")
+    for name in (config.RAW, config.PREPROCESSED, config.RESULTS):
+        value = os.environ.get(name)
+        if value:
+            print(f"export {name}={shlex.quote(value)}")
+        else:
+            print(f"# export {name}=/path/to/{name}   (not set yet: nnU-Net needs it)")
+    return 0

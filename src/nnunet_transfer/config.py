@@ -1,0 +1,99 @@
+"""Every environment variable the plugin reads, read in this one module.
+
+nnU-Net's own folders (``nnUNet_raw``, ``nnUNet_preprocessed``, ``nnUNet_results``) are
+read lazily, at call time, so tests and the runner may set them after import.
+
+The plugin's own knobs, all optional:
+
+``nnUNetTransfer_num_epochs``, ``nnUNetTransfer_iterations_per_epoch``,
+``nnUNetTransfer_val_iterations_per_epoch``
+    Shorten the training schedule of every ``nnunet_transfer`` trainer (not of stock
+    nnU-Net trainers). Meant for smoke tests and the CPU demo; each trainer logs the
+    values it applied.
+
+Example:
+    >>> import os
+    >>> os.environ["nnUNet_raw"] = "/data/raw"
+    >>> str(nnunet_raw())
+    '/data/raw'
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+RAW = "nnUNet_raw"
+PREPROCESSED = "nnUNet_preprocessed"
+RESULTS = "nnUNet_results"
+EXT_TRAINER = "nnUNet_extTrainer"
+NUM_EPOCHS = "nnUNetTransfer_num_epochs"
+ITERATIONS_PER_EPOCH = "nnUNetTransfer_iterations_per_epoch"
+VAL_ITERATIONS_PER_EPOCH = "nnUNetTransfer_val_iterations_per_epoch"
+
+
+class MissingEnvironmentError(RuntimeError):
+    """An nnU-Net folder variable is not set."""
+
+
+def _folder(name: str, required: bool) -> Optional[Path]:
+    value = os.environ.get(name)
+    if value:
+        return Path(value)
+    if required:
+        raise MissingEnvironmentError(
+            f"The environment variable {name} is not set. nnU-Net and nnunet-transfer need it; "
+            f"set it (for example `export {name}=/data/nnunet/{name.split('_', 1)[1]}`) or run "
+            f"`nnunet-transfer env` to print all exports."
+        )
+    return None
+
+
+def nnunet_raw(required: bool = True) -> Optional[Path]:
+    """The ``nnUNet_raw`` folder."""
+    return _folder(RAW, required)
+
+
+def nnunet_preprocessed(required: bool = True) -> Optional[Path]:
+    """The ``nnUNet_preprocessed`` folder."""
+    return _folder(PREPROCESSED, required)
+
+
+def nnunet_results(required: bool = True) -> Optional[Path]:
+    """The ``nnUNet_results`` folder."""
+    return _folder(RESULTS, required)
+
+
+def _positive_int(name: str) -> Optional[int]:
+    value = os.environ.get(name)
+    if value in (None, ""):
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise ValueError(f"{name}={value!r} must be a positive integer (unset it to use the trainer's default).")
+    return number
+
+
+def schedule_overrides() -> dict:
+    """Training-length overrides from the environment, as trainer attribute names.
+
+    >>> os.environ[NUM_EPOCHS] = "2"
+    >>> schedule_overrides()["num_epochs"]
+    2
+    >>> del os.environ[NUM_EPOCHS]
+    """
+    pairs = {
+        "num_epochs": _positive_int(NUM_EPOCHS),
+        "num_iterations_per_epoch": _positive_int(ITERATIONS_PER_EPOCH),
+        "num_val_iterations_per_epoch": _positive_int(VAL_ITERATIONS_PER_EPOCH),
+    }
+    return {key: value for key, value in pairs.items() if value is not None}
+
+
+def trainer_path() -> Path:
+    """The folder to put on ``nnUNet_extTrainer``: it holds one shim module only."""
+    return Path(__file__).resolve().parent / "nnunet_ext"
