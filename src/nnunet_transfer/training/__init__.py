@@ -1,0 +1,1 @@
+"""Building blocks of the transfer trainers and the trainers themselves (``trainers``)."""
