@@ -1,0 +1,57 @@
+"""Convert a BraTS download into an nnU-Net raw dataset ($nnUNet_raw/DatasetXXX_Name).
+
+Recognises BraTS 2023/2024 folders (BraTS-GLI-00000-000/BraTS-GLI-00000-000-t1n.nii.gz,
+also SSA, PED, MEN, MET) and BraTS 2021 folders (BraTS2021_00000/..._t1ce.nii.gz).
+Channels 0000=T1 (t1n), 0001=T1Gd (t1c), 0002=T2 (t2w), 0003=FLAIR (t2f); labels
+NCR=1, ED=2, ET=3 (2021's 4 becomes 3). Cases without a segmentation go to imagesTs.
+Every case is checked first; a defective case stops the conversion (nothing is written)
+unless --skip-bad is given.
+
+Examples:
+  nnunet-transfer convert /data/ASNR-MICCAI-BraTS2023-GLI-Challenge-TrainingData -d 231 -n BraTS23GLI -np 8
+  nnunet-transfer convert /data/BraTS2023-SSA-TrainingData_V2 -d 232 -n BraTS23SSA --modalities t2f t1c t2w
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", help="the BraTS folder holding the case folders")
+    parser.add_argument("-d", "--dataset-id", type=int, required=True, help="nnU-Net dataset id (1-999)")
+    parser.add_argument("-n", "--name", required=True, help="dataset name, e.g. BraTS23GLI")
+    parser.add_argument("--modalities", nargs="+", metavar="MOD",
+                        help="channels to keep, in this order (t1n t1c t2w t2f; default: all four)")
+    parser.add_argument("--regions", action="store_true",
+                        help="region-based dataset.json (whole tumour, tumour core, enhancing tumour)")
+    parser.add_argument("--domain", help="domain of every case (default: from the case prefix, e.g. GLI, SSA)")
+    parser.add_argument("--link", action="store_true", help="symlink files that need no rewriting instead of copying")
+    parser.add_argument("--skip-bad", action="store_true", help="convert the good cases and list the defective ones")
+    parser.add_argument("--full-check", action="store_true",
+                        help="also decompress integer images to prove them readable (slower)")
+    parser.add_argument("-np", "--num-processes", type=int, default=1, help="worker processes (default 1)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from nnunet_transfer.dataset_conversion import convert_brats
+
+    target = convert_brats(Path(args.source), args.dataset_id, args.name, modalities=args.modalities,
+                           regions=args.regions, domain=args.domain, link=args.link, skip_bad=args.skip_bad,
+                           num_processes=args.num_processes, full_check=args.full_check)
+    data = json.loads((target / "dataset.json").read_text())
+    counts = {}
+    for domain in data["domains"].values():
+        counts[domain] = counts.get(domain, 0) + 1
+    total = len(data["domains"])
+    print(f"{target}: {data['numTraining']} training, {total - data['numTraining']} test case(s); domains "
+          + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+    skipped = data.get("conversion", {}).get("skipped", {})
+    if skipped:
+        print(f"skipped {len(skipped)} defective case(s):")
+        for case_id, problems in skipped.items():
+            print(f"  {case_id}: {'; '.join(problems)}")
+    return 0

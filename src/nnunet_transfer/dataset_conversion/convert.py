@@ -1,0 +1,285 @@
+"""Convert a BraTS download into an nnU-Net raw dataset.
+
+One convention for every BraTS release, so that domains can be combined: channels
+0000=T1 (t1n), 0001=T1Gd (t1c), 0002=T2 (t2w), 0003=FLAIR (t2f) (or the ``modalities``
+subset in the given order); labels NCR=1, ED=2, ET=3 written as uint8 with the first
+image's geometry (BraTS 2021's 4 becomes 3). Cases without a ``seg`` file go to imagesTs.
+
+Every case is checked (files present and readable, same grid within a small tolerance,
+known label values, no NaN/inf) before it is written; the dataset is built in a hidden
+sibling folder and moved into place only when complete.
+
+Example:
+    >>> convert_brats(Path("/data/ASNR-MICCAI-BraTS2023-SSA-Challenge-TrainingData_V2"),
+    ...               232, "BraTS23SSA", num_processes=8)  # doctest: +SKIP
+    PosixPath('/data/nnUNet_raw/Dataset232_BraTS23SSA')
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import SimpleITK as sitk
+
+from nnunet_transfer import config
+from nnunet_transfer.dataset_conversion import folders
+from nnunet_transfer.dataset_conversion._parallel import imap
+from nnunet_transfer.dataset_conversion.checks import (Defect, DefectiveCasesError, Header, convert_labels,
+                                                        finite_problem, geometry_problem, read_header,
+                                                        read_voxels)
+from nnunet_transfer.dataset_conversion.domains import domain_of
+from nnunet_transfer.dataset_conversion.layouts import (CHANNEL_NAMES, ENDINGS, Layout, SourceCase,
+                                                         canonical_modalities, discover)
+
+logger = logging.getLogger(__name__)
+
+#: Label-based dataset.json labels (the paper's NCR/ED/ET).
+LABELS: Dict[str, object] = {"background": 0, "NCR": 1, "ED": 2, "ET": 3}
+#: Region-based labels and the order regions are turned back into labels, as in nnU-Net's BraTS example.
+REGION_LABELS: Dict[str, object] = {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [1, 3],
+                                    "enhancing tumor": [3]}
+REGIONS_CLASS_ORDER: List[int] = [2, 1, 3]
+#: gzip level for rewritten files (label maps compress well already at level 1, and much faster).
+COMPRESSION_LEVEL = 1
+
+_SKIP_HINT = "Fix or remove these cases, or rerun with skip_bad=True (--skip-bad) to convert the others"
+
+
+def _ending(path: Path) -> str:
+    return next(e for e in ENDINGS if path.name.endswith(e))
+
+
+@dataclass
+class _Checked:
+    case: SourceCase
+    headers: Dict[str, Header]
+    seg_header: Optional[Header]
+    defects: List[Defect]
+
+
+@dataclass
+class _WriteJob:
+    checked: _Checked
+    modalities: List[str]
+    label_map: Dict[int, int]
+    images_dir: Path
+    labels_dir: Path
+    file_ending: str
+    link: bool
+    full_check: bool
+
+
+def _check_headers(args: Tuple[SourceCase, List[str]]) -> _Checked:
+    """Presence, readability, completeness and geometry of every file of one case."""
+    case, modalities = args
+    defects = [Defect(case.case_id, name, "missing") for name in case.missing]
+    headers: Dict[str, Header] = {}
+    for modality in modalities:
+        path = case.images[modality]
+        if path is None:
+            continue
+        header, problem = read_header(path)
+        if problem:
+            defects.append(Defect(case.case_id, path.name, problem))
+        else:
+            headers[modality] = header
+    seg_header = None
+    if case.seg is not None:
+        seg_header, problem = read_header(case.seg)
+        if problem:
+            defects.append(Defect(case.case_id, case.seg.name, problem))
+    present = [m for m in modalities if m in headers]
+    if present:
+        ref_name = case.images[present[0]].name
+        reference = headers[present[0]]
+        others = [(case.images[m], headers[m]) for m in present[1:]]
+        if seg_header is not None:
+            others.append((case.seg, seg_header))
+        for path, header in others:
+            problem = geometry_problem(reference, header, ref_name)
+            if problem:
+                defects.append(Defect(case.case_id, path.name, problem))
+    return _Checked(case, headers, seg_header, defects)
+
+
+def _read(path: Path) -> sitk.Image:
+    return sitk.ReadImage(str(path))
+
+
+def _last_line(exc: Exception) -> str:
+    lines = [l.strip() for l in str(exc).splitlines() if l.strip()]
+    return lines[-1][:200] if lines else type(exc).__name__
+
+
+def _place(source: Path, target: Path, link: bool) -> None:
+    if link:
+        os.symlink(source.resolve(), target)
+    else:
+        shutil.copyfile(source, target)
+
+
+def _write(image: sitk.Image, target: Path, file_ending: str) -> None:
+    sitk.WriteImage(image, str(target), useCompression=file_ending == ".nii.gz", compressionLevel=COMPRESSION_LEVEL)
+
+
+def _write_case(job: _WriteJob) -> Tuple[str, List[Defect]]:
+    """Read what must be read, check it, then write the case's files (all or none)."""
+    case = job.checked.case
+    headers = job.checked.headers
+    reference = headers[job.modalities[0]]
+    defects: List[Defect] = []
+    loaded: Dict[str, sitk.Image] = {}
+    rewrite: Dict[str, bool] = {}
+    for modality in job.modalities:
+        path, header = case.images[modality], headers[modality]
+        rewrite[modality] = _ending(path) != job.file_ending or not header.same_geometry(reference)
+        if header.is_float or job.full_check:
+            try:
+                problem = finite_problem(read_voxels(path))
+            except (OSError, EOFError, ValueError, zlib.error) as exc:
+                problem = f"unreadable ({exc})"
+            if problem:
+                defects.append(Defect(case.case_id, path.name, problem))
+                continue
+        if rewrite[modality]:
+            try:
+                loaded[modality] = _read(path)
+            except RuntimeError as exc:
+                defects.append(Defect(case.case_id, path.name, f"unreadable ({_last_line(exc)})"))
+    labels = None
+    copy_seg = False
+    if case.seg is not None:
+        try:
+            array = read_voxels(case.seg)
+        except (OSError, EOFError, ValueError, zlib.error) as exc:
+            defects.append(Defect(case.case_id, case.seg.name, f"unreadable ({exc})"))
+        else:
+            labels, problem = convert_labels(array, job.label_map)
+            if problem:
+                defects.append(Defect(case.case_id, case.seg.name, problem))
+            copy_seg = (array.dtype == np.uint8 and all(s == t for s, t in job.label_map.items())
+                        and _ending(case.seg) == job.file_ending and job.checked.seg_header.same_geometry(reference))
+    if defects:
+        return case.case_id, defects
+    for channel, modality in enumerate(job.modalities):
+        target = job.images_dir / f"{case.case_id}_{channel:04d}{job.file_ending}"
+        if rewrite[modality]:
+            image = loaded[modality]
+            if not headers[modality].same_geometry(reference):
+                reference.apply_to(image)
+            _write(image, target, job.file_ending)
+        else:
+            _place(case.images[modality], target, job.link)
+    if case.seg is not None:
+        target = job.labels_dir / f"{case.case_id}{job.file_ending}"
+        if copy_seg:
+            _place(case.seg, target, job.link)
+        else:
+            _write(reference.apply_to(sitk.GetImageFromArray(labels)), target, job.file_ending)
+    return case.case_id, []
+
+
+def dataset_json(modalities: Sequence[str], regions: bool, num_training: int, file_ending: str,
+                 domains: Dict[str, str], name: str, **extra) -> dict:
+    """The dataset.json of a converted BraTS dataset (label- or region-based)."""
+    data = {
+        "channel_names": {str(i): CHANNEL_NAMES[m] for i, m in enumerate(modalities)},
+        "labels": dict(REGION_LABELS if regions else LABELS),
+        "numTraining": int(num_training),
+        "file_ending": file_ending,
+        "name": name,
+        "description": "BraTS converted by nnunet-transfer: labels NCR=1, ED=2, ET=3",
+        "reference": "https://www.synapse.org/brats",
+        "licence": "see the BraTS data use agreement",
+        "domains": dict(sorted(domains.items())),
+    }
+    if regions:
+        data["regions_class_order"] = list(REGIONS_CLASS_ORDER)
+    data.update(extra)
+    return data
+
+
+def convert_brats(source: Path, dataset_id: int, name: str, modalities: Optional[Sequence[str]] = None,
+                  regions: bool = False, domain: Optional[str] = None, link: bool = False, skip_bad: bool = False,
+                  num_processes: int = 1, full_check: bool = False) -> Path:
+    """Convert the BraTS folder ``source`` into ``$nnUNet_raw/DatasetXXX_Name`` and return that folder.
+
+    ``modalities`` picks and orders channels (t1n, t1c, t2w, t2f; BraTS 2021 names work
+    too); ``regions`` writes the region-based dataset.json; ``domain`` overrides the
+    domain taken from the case prefix; ``link`` symlinks files that need no rewriting;
+    ``skip_bad`` converts the good cases and records the others in dataset.json under
+    ``conversion.skipped``; ``full_check`` decompresses integer images too (float images
+    are always read, for the NaN/inf check).
+
+    Raises DefectiveCasesError (a ValueError) naming each bad case, file and defect.
+    """
+    source = Path(source)
+    chosen = canonical_modalities(modalities)
+    folder_name = folders.dataset_folder_name(dataset_id, name)
+    raw = config.nnunet_raw()
+    target = raw / folder_name
+    folders.check_free(raw, dataset_id, folder_name)
+    layout, cases = discover(source, chosen)
+
+    defects: List[Defect] = []
+    checked: List[_Checked] = []
+    for result in imap(_check_headers, [(c, chosen) for c in cases], num_processes, desc="checking"):
+        if result.defects:
+            defects.extend(result.defects)
+        else:
+            checked.append(result)
+    if defects and not skip_bad:
+        raise DefectiveCasesError(defects, _SKIP_HINT)
+
+    endings = {_ending(c.case.images[m]) for c in checked for m in chosen}
+    file_ending = endings.pop() if len(endings) == 1 else ".nii.gz"
+    tmp = folders.temp_sibling(target)
+    try:
+        dirs = {"imagesTr": tmp / "imagesTr", "labelsTr": tmp / "labelsTr", "imagesTs": tmp / "imagesTs"}
+        for path in dirs.values():
+            path.mkdir()
+        jobs = [_WriteJob(c, chosen, layout.label_map, dirs["imagesTr" if c.case.labeled else "imagesTs"],
+                          dirs["labelsTr"], file_ending, link, full_check) for c in checked]
+        written: List[str] = []
+        for case_id, case_defects in imap(_write_case, jobs, num_processes, desc=f"converting {folder_name}"):
+            if case_defects:
+                defects.extend(case_defects)
+                if not skip_bad:
+                    raise DefectiveCasesError(case_defects, _SKIP_HINT)
+            else:
+                written.append(case_id)
+        if not written:
+            raise ValueError(f"no case of {source} could be converted")
+        labeled = {c.case.case_id for c in checked if c.case.labeled}
+        num_training = len(labeled.intersection(written))
+        if num_training == 0:
+            raise ValueError(f"{source} has no case with a segmentation ({layout.file_stem('<case>', layout.seg_suffix)}"
+                             f".nii.gz); nnU-Net needs training cases")
+        if len(written) > num_training:
+            logger.info("%d case(s) without a segmentation went to imagesTs", len(written) - num_training)
+        else:
+            dirs["imagesTs"].rmdir()
+        domains = {case_id: domain or domain_of(case_id) or "unknown" for case_id in written}
+        skipped: Dict[str, List[str]] = {}
+        for defect in defects:
+            skipped.setdefault(defect.case_id, []).append(f"{defect.file}: {defect.problem}")
+        for case_id, problems in sorted(skipped.items()):
+            logger.warning("skipped %s: %s", case_id, "; ".join(problems))
+        conversion = {"tool": "nnunet-transfer convert", "source": str(source.resolve()), "layout": layout.name,
+                      "modalities": chosen, "linked": bool(link), "skipped": dict(sorted(skipped.items()))}
+        folders.write_json(tmp / "dataset.json", dataset_json(chosen, regions, num_training, file_ending, domains,
+                                                              name, conversion=conversion))
+        folders.publish(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    logger.info("wrote %s: %d training and %d test case(s), %d skipped", target, num_training,
+                len(written) - num_training, len(skipped))
+    return target

@@ -1,0 +1,197 @@
+"""convert_brats: channels, labels, geometry, dataset.json, domains, defects, idempotence."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from nnunet_transfer.dataset_conversion import DefectiveCasesError, convert_brats
+from tests.dataset_conversion.conftest import (DIRECTION, MODALITY_BASE, ORIGIN, SHAPE, SPACING, gli_ids,
+                                               label_array, make_brats, make_case, ssa_ids)
+
+
+def read(path):
+    image = sitk.ReadImage(str(path))
+    return image, sitk.GetArrayFromImage(image)
+
+
+def test_channels_labels_geometry_and_dataset_json(gli_folder, nnunet_env):
+    out = convert_brats(gli_folder, 231, "BraTS23GLI")
+    assert out.name == "Dataset231_BraTS23GLI" and str(out.parent) == nnunet_env["nnUNet_raw"]
+    cases = gli_ids(3)
+    assert sorted(p.name for p in (out / "labelsTr").iterdir()) == [f"{c}.nii.gz" for c in cases]
+    assert not (out / "imagesTs").exists()
+    for i, case in enumerate(cases):
+        for channel, modality in enumerate(["t1n", "t1c", "t2w", "t2f"]):
+            image, data = read(out / "imagesTr" / f"{case}_{channel:04d}.nii.gz")
+            assert data.dtype == np.int16 and MODALITY_BASE[modality] <= data.min() and data.max() < MODALITY_BASE[modality] + 500
+        label, values = read(out / "labelsTr" / f"{case}.nii.gz")
+        assert label.GetPixelID() == sitk.sitkUInt8
+        np.testing.assert_array_equal(values, label_array(i).astype(np.uint8))
+        assert set(np.unique(values)) == {0, 1, 2, 3}
+        # labels carry the image's geometry exactly (the source seg was shifted by 1e-5)
+        assert label.GetOrigin() == image.GetOrigin() == ORIGIN
+        assert np.allclose(label.GetSpacing(), SPACING) and label.GetDirection() == DIRECTION
+        assert values.shape == SHAPE
+    data = json.loads((out / "dataset.json").read_text())
+    assert data["channel_names"] == {"0": "T1", "1": "T1Gd", "2": "T2", "3": "FLAIR"}
+    assert data["labels"] == {"background": 0, "NCR": 1, "ED": 2, "ET": 3}
+    assert data["numTraining"] == 3 and data["file_ending"] == ".nii.gz"
+    assert data["domains"] == {c: "GLI" for c in cases}
+    assert "regions_class_order" not in data
+    assert data["conversion"]["layout"] == "brats2023" and data["conversion"]["skipped"] == {}
+
+
+def test_brats2021_layout_labels_4_become_3(tmp_path, nnunet_env):
+    source = make_brats(tmp_path / "BraTS2021", ["BraTS2021_00000", "BraTS2021_00002"], layout="2021")
+    out = convert_brats(source, 21, "BraTS21")
+    _, values = read(out / "labelsTr" / "BraTS2021_00002.nii.gz")
+    np.testing.assert_array_equal(values, label_array(1, et_value=3).astype(np.uint8))
+    _, flair = read(out / "imagesTr" / "BraTS2021_00000_0003.nii.gz")
+    assert flair.min() >= MODALITY_BASE["t2f"]
+    data = json.loads((out / "dataset.json").read_text())
+    assert data["domains"] == {"BraTS2021_00000": "GLI", "BraTS2021_00002": "GLI"}
+    assert data["conversion"]["layout"] == "brats2021"
+
+
+def test_modalities_subset_regions_and_domain_override(ssa_folder, nnunet_env):
+    out = convert_brats(ssa_folder, 232, "SSA3", modalities=["t2f", "t1ce", "t2w"], regions=True, domain="LowField")
+    case = ssa_ids(1)[0]
+    files = sorted(p.name for p in (out / "imagesTr").iterdir() if p.name.startswith(case))
+    assert files == [f"{case}_0000.nii.gz", f"{case}_0001.nii.gz", f"{case}_0002.nii.gz"]
+    for channel, modality in enumerate(["t2f", "t1c", "t2w"]):
+        _, data = read(out / "imagesTr" / f"{case}_{channel:04d}.nii.gz")
+        assert MODALITY_BASE[modality] <= data.min() < MODALITY_BASE[modality] + 500
+    data = json.loads((out / "dataset.json").read_text())
+    assert data["channel_names"] == {"0": "FLAIR", "1": "T1Gd", "2": "T2"}
+    assert data["labels"] == {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [1, 3], "enhancing tumor": [3]}
+    assert data["regions_class_order"] == [2, 1, 3]
+    assert set(data["domains"].values()) == {"LowField"}
+
+
+def test_unlabeled_cases_go_to_imagesTs_and_nii_is_kept(tmp_path, nnunet_env):
+    source = tmp_path / "mixed"
+    make_case(source, "BraTS-MEN-00001-000", ending=".nii")
+    make_case(source, "BraTS-MEN-00002-000", ending=".nii", labeled=False, seed=1)
+    out = convert_brats(source, 5, "MEN")
+    data = json.loads((out / "dataset.json").read_text())
+    assert data["file_ending"] == ".nii" and data["numTraining"] == 1
+    assert (out / "imagesTs" / "BraTS-MEN-00002-000_0003.nii").is_file()
+    assert not (out / "labelsTr" / "BraTS-MEN-00002-000.nii").exists()
+    assert data["domains"] == {"BraTS-MEN-00001-000": "MEN", "BraTS-MEN-00002-000": "MEN"}
+
+
+def test_mixed_endings_are_rewritten_to_nii_gz(tmp_path, nnunet_env):
+    source = tmp_path / "endings"
+    make_case(source, "BraTS-MET-00001-000", ending=".nii")
+    make_case(source, "BraTS-MET-00002-000", seed=1)
+    out = convert_brats(source, 6, "MET")
+    assert json.loads((out / "dataset.json").read_text())["file_ending"] == ".nii.gz"
+    image, data = read(out / "imagesTr" / "BraTS-MET-00001-000_0001.nii.gz")
+    assert data.min() >= MODALITY_BASE["t1c"] and image.GetOrigin() == ORIGIN
+
+
+def test_link_symlinks_images_that_need_no_rewrite(gli_folder, nnunet_env):
+    out = convert_brats(gli_folder, 7, "Linked", link=True)
+    image = out / "imagesTr" / "BraTS-GLI-00000-000_0000.nii.gz"
+    assert image.is_symlink()
+    assert os.path.realpath(image) == str((gli_folder / "BraTS-GLI-00000-000" / "BraTS-GLI-00000-000-t1n.nii.gz").resolve())
+    assert not (out / "labelsTr" / "BraTS-GLI-00000-000.nii.gz").is_symlink()  # float64 labels are rewritten
+
+
+@pytest.mark.parametrize("defect, file_part, message", [
+    (dict(skip=["t1c"]), "t1c", "missing"),
+    (dict(shapes={"t2w": (10, 14, 13)}), "t2w", "shape 13x14x10 differs from"),
+    (dict(seg=np.full((10, 14, 12), 5.0)), "seg", "unexpected label value(s) 5"),
+    (dict(seg=np.full((10, 14, 12), 1.5)), "seg", "non-integer label value(s) 1.5"),
+])
+def test_defective_case_stops_with_clear_error_and_leaves_nothing(tmp_path, nnunet_env, defect, file_part, message):
+    source = make_brats(tmp_path / "src", ssa_ids(2))
+    bad = "BraTS-SSA-00009-000"
+    make_case(source, bad, seed=9, **defect)
+    with pytest.raises(DefectiveCasesError) as info:
+        convert_brats(source, 232, "BraTS23SSA")
+    text = str(info.value)
+    assert bad in text and f"{bad}-{file_part}" in text and message in text
+    assert [d.case_id for d in info.value.defects] == [bad]
+    assert os.listdir(nnunet_env["nnUNet_raw"]) == []
+
+
+def test_nan_in_float_image_and_truncated_file_are_defects(tmp_path, nnunet_env):
+    source = make_brats(tmp_path / "src", ssa_ids(1))
+    make_case(source, "BraTS-SSA-00007-000", seed=7, float_images=True)
+    nan_file = source / "BraTS-SSA-00007-000" / "BraTS-SSA-00007-000-t2f.nii.gz"
+    image = sitk.ReadImage(str(nan_file))
+    array = sitk.GetArrayFromImage(image)
+    array[0, 0, 0] = np.nan
+    nan_image = sitk.GetImageFromArray(array)
+    nan_image.CopyInformation(image)
+    sitk.WriteImage(nan_image, str(nan_file), useCompression=True)
+    make_case(source, "BraTS-SSA-00008-000", seed=8)
+    cut = source / "BraTS-SSA-00008-000" / "BraTS-SSA-00008-000-t1n.nii.gz"
+    cut.write_bytes(cut.read_bytes()[:-200])
+    with pytest.raises(DefectiveCasesError) as info:
+        convert_brats(source, 3, "Bad")
+    assert "BraTS-SSA-00008-000-t1n.nii.gz: truncated or corrupt" in str(info.value)
+    assert os.listdir(nnunet_env["nnUNet_raw"]) == []
+    out = convert_brats(source, 3, "Bad", skip_bad=True)
+    skipped = json.loads((out / "dataset.json").read_text())["conversion"]["skipped"]
+    assert sorted(skipped) == ["BraTS-SSA-00007-000", "BraTS-SSA-00008-000"]
+    assert "1 NaN" in skipped["BraTS-SSA-00007-000"][0]
+    assert sorted(p.name for p in (out / "labelsTr").iterdir()) == ["BraTS-SSA-00000-000.nii.gz"]
+
+
+def test_skip_bad_converts_the_rest(tmp_path, nnunet_env):
+    source = make_brats(tmp_path / "src", ssa_ids(3))
+    make_case(source, "BraTS-SSA-00010-000", seed=10, skip=["t2f"])
+    out = convert_brats(source, 232, "BraTS23SSA", skip_bad=True)
+    data = json.loads((out / "dataset.json").read_text())
+    assert data["numTraining"] == 3 and "BraTS-SSA-00010-000" not in data["domains"]
+    assert data["conversion"]["skipped"] == {"BraTS-SSA-00010-000": ["BraTS-SSA-00010-000-t2f.nii.gz: missing"]}
+
+
+def test_rerun_is_idempotent_and_id_clash_is_refused(ssa_folder, nnunet_env):
+    out = convert_brats(ssa_folder, 232, "BraTS23SSA")
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    (out / "imagesTr" / "stray.nii.gz").write_bytes(b"left over")
+    assert convert_brats(ssa_folder, 232, "BraTS23SSA") == out
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before
+    assert sorted(os.listdir(nnunet_env["nnUNet_raw"])) == ["Dataset232_BraTS23SSA"]
+    with pytest.raises(FileExistsError, match="232 is already used by Dataset232_BraTS23SSA"):
+        convert_brats(ssa_folder, 232, "OtherName")
+
+
+def test_user_errors(tmp_path, nnunet_env):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        convert_brats(tmp_path / "nowhere", 1, "X")
+    (tmp_path / "empty" / "notes").mkdir(parents=True)
+    with pytest.raises(ValueError, match="no BraTS case folders"):
+        convert_brats(tmp_path / "empty", 1, "X")
+    with pytest.raises(ValueError, match="unknown modality 'dwi'"):
+        convert_brats(tmp_path / "empty", 1, "X", modalities=["t1n", "dwi"])
+    with pytest.raises(ValueError, match="dataset name"):
+        convert_brats(tmp_path / "empty", 1, "bad name")
+
+
+def test_two_workers_give_the_same_dataset(tmp_path, nnunet_env):
+    source = make_brats(tmp_path / "src", gli_ids(4))
+    one = convert_brats(source, 11, "One")
+    two = convert_brats(source, 12, "Two", num_processes=2)
+    files = sorted(p.relative_to(one) for p in one.rglob("*.nii.gz"))
+    assert files == sorted(p.relative_to(two) for p in two.rglob("*.nii.gz")) and len(files) == 20
+    for rel in files:
+        np.testing.assert_array_equal(read(one / rel)[1], read(two / rel)[1])
+
+
+def test_converted_dataset_passes_nnunet_integrity_check(ssa_folder, nnunet_env, capsys):
+    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
+
+    out = convert_brats(ssa_folder, 232, "BraTS23SSA")
+    verify_dataset_integrity(str(out), num_processes=1)
+    printed = capsys.readouterr().out
+    assert "Error" not in printed and "WARNING" not in printed
