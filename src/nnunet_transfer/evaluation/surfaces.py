@@ -44,7 +44,7 @@ def border_voxels(mask: np.ndarray) -> np.ndarray:
 
     Voxels outside the array count as background (scipy's ``border_value=0``), as in MedPy.
 
-    >>> border_voxels(np.ones((3, 3, 3), bool)).sum()   # all but the centre
+    >>> int(border_voxels(np.ones((3, 3, 3), bool)).sum())   # all but the centre
     26
     """
     mask = np.asarray(mask, dtype=bool)

@@ -1,0 +1,159 @@
+"""Table 2 and paired statistics on synthetic summary files."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from scipy import stats
+
+from nnunet_transfer.cli import main
+from nnunet_transfer.evaluation.compare import CACHE_NAME, compare_strategies
+from nnunet_transfer.evaluation.evaluate import summarize, write_json_atomic
+
+LABELS = ("NCR", "ED", "ET")
+FOLDS = {0: ["c01", "c02", "c03", "c04"], 1: ["c05", "c06", "c07", "c08"], 2: ["c09", "c10", "c11", "c12"]}
+
+
+def write_strategy(root, rng, offset):
+    """A results-folder-like strategy: fold_k/validation/summary.json with random metrics."""
+    values = {}
+    for fold, cases in FOLDS.items():
+        entries = []
+        for case in cases:
+            metrics = {}
+            for label in LABELS:
+                d = float(np.clip(rng.uniform(0.5, 0.95) + offset, 0, 1))
+                h = float(rng.uniform(1, 20) - 10 * offset)
+                metrics[label] = {"Dice": d, "HD95": h}
+                values[(case, label)] = (d, h)
+            entries.append({"case_id": case, "reference_file": f"gt/{case}.nii.gz",
+                            "prediction_file": f"p/{case}.nii.gz", "metrics": metrics})
+        write_json_atomic(summarize(entries, {"hd95": "medpy"}), root / f"fold_{fold}" / "validation" / "summary.json")
+    return values
+
+
+@pytest.fixture
+def strategies(tmp_path):
+    rng = np.random.default_rng(0)
+    values = {}
+    for name, offset in (("Baseline", 0.0), ("FT", 0.1), ("DANN", 0.12)):
+        values[name] = write_strategy(tmp_path / name, rng, offset)
+    return tmp_path, values
+
+
+def fold_means(values, metric, label):
+    idx = 0 if metric == "Dice" else 1
+    out = []
+    for cases in FOLDS.values():
+        if label == "Average":
+            out.append(np.mean([np.mean([values[(c, l)][idx] for l in LABELS]) for c in cases]))
+        else:
+            out.append(np.mean([values[(c, label)][idx] for c in cases]))
+    return np.array(out)
+
+
+def case_values(values, metric, label):
+    idx = 0 if metric == "Dice" else 1
+    cases = [c for cs in FOLDS.values() for c in cs]
+    if label == "Average":
+        return np.array([np.mean([values[(c, l)][idx] for l in LABELS]) for c in cases])
+    return np.array([values[(c, label)][idx] for c in cases])
+
+
+def test_table_and_tests_match_scipy(strategies):
+    root, values = strategies
+    out = root / "cmp"
+    result = compare_strategies({n: [root / n] for n in ("Baseline", "FT", "DANN")}, "Baseline", out)
+    assert result["folds"] == ["0", "1", "2"]
+    for name in ("Baseline", "FT", "DANN"):
+        for metric in ("Dice", "HD95"):
+            for label in (*LABELS, "Average"):
+                means = fold_means(values[name], metric, label)
+                cell = result["table"][name][metric][label]
+                assert cell["mean"] == pytest.approx(means.mean())
+                assert cell["std"] == pytest.approx(means.std(ddof=1))
+    for name in ("FT", "DANN"):
+        for metric in ("Dice", "HD95"):
+            for label in (*LABELS, "Average"):
+                a, b = fold_means(values[name], metric, label), fold_means(values["Baseline"], metric, label)
+                t = result["tests"][name]["per_fold"][metric][label]
+                assert t["t_pvalue"] == pytest.approx(stats.ttest_rel(a, b).pvalue)
+                assert t["wilcoxon_pvalue"] == pytest.approx(stats.wilcoxon(a, b).pvalue)
+                a, b = case_values(values[name], metric, label), case_values(values["Baseline"], metric, label)
+                t = result["tests"][name]["per_case"][metric][label]
+                assert t["t_pvalue"] == pytest.approx(stats.ttest_rel(a, b).pvalue)
+                assert t["wilcoxon_pvalue"] == pytest.approx(stats.wilcoxon(a, b).pvalue)
+                assert t["n"] == 12
+
+
+def test_output_files_exist_and_parse(strategies):
+    root, _ = strategies
+    out = root / "cmp"
+    result = compare_strategies({"Baseline": [root / "Baseline"], "FT": [root / "FT"]}, "Baseline", out)
+    md = (out / "table2.md").read_text()
+    assert md == result["markdown"] and "| FT |" in md and "Dice NCR" in md
+    rows = list(csv.DictReader((out / "table2.csv").open()))
+    assert [r["strategy"] for r in rows] == ["Baseline", "FT"]
+    assert float(rows[1]["Dice_Average_mean"]) == pytest.approx(result["table"]["FT"]["Dice"]["Average"]["mean"],
+                                                                rel=1e-5)
+    data = json.loads((out / "comparison.json").read_text())
+    assert data["reference"] == "Baseline" and data["tests"]["FT"]["per_case"]["HD95"]["ET"]["n"] == 12
+    assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(out.glob(".compare.*"))
+
+
+def test_summary_files_and_fold_subsets(strategies):
+    root, _ = strategies
+    files = {n: [root / n / f"fold_{k}" / "validation" / "summary.json" for k in (0, 1)] for n in ("Baseline", "FT")}
+    result = compare_strategies(files, "Baseline", root / "cmp2")
+    assert result["folds"] == ["0", "1"] and len(result["case_ids"]) == 8
+    result = compare_strategies({n: root / n for n in ("Baseline", "FT")}, "Baseline", root / "cmp3", folds=[2])
+    assert result["folds"] == ["2"] and result["table"]["FT"]["Dice"]["NCR"]["std"] == 0.0
+
+
+def test_different_cases_are_an_error(strategies):
+    root, _ = strategies
+    summary_file = root / "FT" / "fold_1" / "validation" / "summary.json"
+    summary = json.loads(summary_file.read_text())
+    summary["metric_per_case"][0]["case_id"] = "c99"
+    summary_file.write_text(json.dumps(summary))
+    with pytest.raises(ValueError, match=r"fold 1: FT was validated on a different case set.*c99"):
+        compare_strategies({"Baseline": root / "Baseline", "FT": root / "FT"}, "Baseline", root / "cmp")
+    assert not (root / "cmp" / "table2.md").exists()
+    with pytest.raises(ValueError, match="reference"):
+        compare_strategies({"Baseline": root / "Baseline"}, "Nope", root / "cmp")
+
+
+def test_nnunet_fold_without_hd95_is_evaluated_and_cached(tmp_path):
+    """An nnU-Net validation folder (Dice-only summary.json plus predictions) gets evaluated."""
+    rng = np.random.default_rng(1)
+    gt = tmp_path / "gt"
+    gt.mkdir()
+    for name in ("A", "B"):
+        for fold, cases in ((0, ["x1", "x2"]), (1, ["x3", "x4"])):
+            validation = tmp_path / name / f"fold_{fold}" / "validation"
+            validation.mkdir(parents=True)
+            (validation / "summary.json").write_text(json.dumps(
+                {"foreground_mean": {"Dice": 0.5}, "mean": {"1": {"Dice": 0.5}},
+                 "metric_per_case": [{"metrics": {"1": {"Dice": 0.5}}, "reference_file": f"{c}.nii.gz",
+                                      "prediction_file": f"{c}.nii.gz"} for c in cases]}))
+            for case in cases:
+                ref = np.zeros((8, 10, 10), np.uint8)
+                ref[2:6, 2:8, 2:8] = 2
+                ref[3:5, 4:6, 4:6] = 3
+                ref[3, 5, 5] = 1
+                pred = np.roll(ref, int(rng.integers(0, 2)), axis=2)
+                for folder, array in ((gt, ref), (validation, pred)):
+                    sitk.WriteImage(sitk.GetImageFromArray(array), str(folder / f"{case}.nii.gz"))
+    out = tmp_path / "cmp"
+    assert main(["compare", "-s", f"A={tmp_path / 'A'}", "-s", f"B={tmp_path / 'B'}", "-r", "A",
+                 "--gt-dir", str(gt), "-o", str(out)]) == 0
+    cache = tmp_path / "A" / "fold_1" / "validation" / CACHE_NAME
+    assert json.loads(cache.read_text())["case_ids"] == ["x3", "x4"]
+    nnunet_summary = json.loads((tmp_path / "A" / "fold_1" / "validation" / "summary.json").read_text())
+    assert "HD95" not in nnunet_summary["metric_per_case"][0]["metrics"]["1"]  # left untouched
+    assert (out / "table2.md").is_file()
