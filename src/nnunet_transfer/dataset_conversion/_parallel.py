@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import multiprocessing
-from typing import Callable, Iterable, Iterator, Sequence, TypeVar
+from contextlib import contextmanager
+from typing import Callable, Iterator, Optional, Sequence, TypeVar
 
 from tqdm import tqdm
 
@@ -11,25 +12,29 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def imap(func: Callable[[T], R], items: Sequence[T], num_processes: int = 1, desc: str = "") -> Iterator[R]:
-    """Yield ``func(item)`` for every item, in completion order, showing a tqdm bar.
+@contextmanager
+def workers(num_processes: int, num_items: int):
+    """A ``spawn`` pool of up to ``num_processes`` workers (None for one), terminated on exit.
 
-    Workers are started with ``spawn`` (safe with SimpleITK's threads); the pool is
-    terminated when the caller stops iterating early.
+    ``spawn`` keeps the workers clear of SimpleITK's threads in the parent.
     """
-    if num_processes < 1:
-        raise ValueError(f"the number of processes must be at least 1, got {num_processes}")
+    if not isinstance(num_processes, int) or num_processes < 1:
+        raise ValueError(f"the number of processes must be an integer of at least 1, got {num_processes!r}")
+    if num_processes == 1 or num_items < 2:
+        yield None
+        return
+    with multiprocessing.get_context("spawn").Pool(min(num_processes, num_items)) as pool:
+        yield pool
+
+
+def imap(func: Callable[[T], R], items: Sequence[T], pool: Optional[multiprocessing.pool.Pool] = None,
+         desc: str = "") -> Iterator[R]:
+    """Yield ``func(item)`` for every item, in completion order, showing a tqdm bar."""
     bar = tqdm(total=len(items), desc=desc, unit="case", disable=None, leave=False)
     try:
-        if num_processes == 1 or len(items) < 2:
-            for item in items:
-                yield func(item)
-                bar.update()
-            return
-        context = multiprocessing.get_context("spawn")
-        with context.Pool(min(num_processes, len(items))) as pool:
-            for result in pool.imap_unordered(func, items, chunksize=1):
-                yield result
-                bar.update()
+        results = map(func, items) if pool is None else pool.imap_unordered(func, items, chunksize=1)
+        for result in results:
+            yield result
+            bar.update()
     finally:
         bar.close()

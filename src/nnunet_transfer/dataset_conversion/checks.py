@@ -127,6 +127,20 @@ _NIFTI_DTYPES = {2: "u1", 4: "i2", 8: "i4", 16: "f4", 64: "f8", 256: "i1", 512: 
                  1280: "u8"}
 
 
+def _gunzip(data: bytes) -> bytes:
+    """Decompress every gzip member of ``data`` (one zlib call each; CRCs checked by zlib)."""
+    parts = []
+    while data:
+        inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        parts.append(inflater.decompress(data))
+        if not inflater.eof:
+            raise ValueError("gzip stream ends early (truncated or corrupt)")
+        data = inflater.unused_data
+        if not data.strip(b"\0"):
+            break
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 def read_voxels(path: Path) -> np.ndarray:
     """The voxels of a 3D NIfTI file as stored (numpy order z, y, x, as SimpleITK gives them).
 
@@ -135,9 +149,7 @@ def read_voxels(path: Path) -> np.ndarray:
     Raises ValueError for files this reader does not handle.
     """
     path = Path(path)
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rb") as fh:
-        raw = fh.read()
+    raw = _gunzip(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
     for endian in "<>":
         if struct.unpack(endian + "i", raw[:4])[0] == 348:
             dim = struct.unpack(endian + "8h", raw[40:56])
@@ -237,20 +249,6 @@ def finite_problem(array: np.ndarray) -> Optional[str]:
     return f"{int(np.isnan(array).sum())} NaN and {int(np.isinf(array).sum())} infinite voxel(s)"
 
 
-def _as_integer_labels(array: np.ndarray) -> Tuple[Optional[np.ndarray], Optional[str]]:
-    if np.issubdtype(array.dtype, np.floating):
-        problem = finite_problem(array)
-        if problem:
-            return None, problem
-        as_int = array.astype(np.int64)
-        fractional = as_int != array
-        if fractional.any():
-            values = ", ".join(f"{v:g}" for v in np.unique(array[fractional])[:5])
-            return None, f"non-integer label value(s) {values}"
-        return as_int, None
-    return array, None
-
-
 def label_problem(array: np.ndarray, label_map: Dict[int, int]) -> Optional[str]:
     """A sentence about label values outside ``label_map``'s keys, or None."""
     _, problem = convert_labels(array, label_map)
@@ -259,23 +257,43 @@ def label_problem(array: np.ndarray, label_map: Dict[int, int]) -> Optional[str]
 
 def convert_labels(array: np.ndarray, label_map: Dict[int, int]) -> Tuple[Optional[np.ndarray], Optional[str]]:
     """``(uint8 labels, None)`` with ``label_map`` applied, or ``(None, problem)``."""
-    values, problem = _as_integer_labels(np.asarray(array))
-    if problem:
-        return None, problem
-    allowed = sorted(label_map)
-    low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
-    if low < 0 or high > 255:
-        bad = np.unique(values[(values < 0) | (values > 255)])[:5]
-        present: List[int] = [int(v) for v in bad]
-    else:
-        counts = np.bincount(values.ravel().astype(np.intp, copy=False), minlength=256)
-        present = [int(v) for v in np.nonzero(counts)[0] if int(v) not in label_map]
+    array = np.asarray(array)
+    with np.errstate(invalid="ignore"):
+        values = array.astype(np.uint8, copy=False)  # fast path: every value an integer in 0..255
+    if array.dtype != np.uint8 and not np.array_equal(values, array):
+        return None, _label_defect(array, label_map)
+    high = int(values.max()) if values.size else 0
+    gaps = [v for v in range(high + 1) if v not in label_map]  # values that would be wrong
+    present = [v for v in gaps if (values == v).any()] if len(gaps) < 4 else \
+        [int(v) for v in np.nonzero(np.bincount(values.ravel(), minlength=256))[0] if int(v) not in label_map]
     if present:
         return None, (f"unexpected label value(s) {', '.join(map(str, present))} "
-                      f"(expected {', '.join(map(str, allowed))})")
-    lut = np.zeros(256, dtype=np.uint8)
-    for source, target in label_map.items():
+                      f"(expected {', '.join(map(str, sorted(label_map)))})")
+    changed = {s: t for s, t in label_map.items() if s != t}
+    if not changed:
+        return values, None
+    if values is array:  # uint8 input: never modify the caller's array
+        values = values.copy()
+    if len(changed) == 1:
+        (source, target), = changed.items()
+        values[values == source] = target
+        return values, None
+    lut = np.arange(256, dtype=np.uint8)
+    for source, target in changed.items():
         lut[source] = target
-    if all(s == t for s, t in label_map.items()):
-        return values.astype(np.uint8, copy=False), None
     return lut[values], None
+
+
+def _label_defect(array: np.ndarray, label_map: Dict[int, int]) -> str:
+    """Why ``array`` is not a uint8-representable label map (the slow, explaining path)."""
+    if np.issubdtype(array.dtype, np.floating):
+        problem = finite_problem(array)
+        if problem:
+            return problem
+        fractional = np.floor(array) != array
+        if fractional.any():
+            values = ", ".join(f"{v:g}" for v in np.unique(array[fractional])[:5])
+            return f"non-integer label value(s) {values}"
+    bad = np.unique(array[(array < 0) | (array > 255)])[:5]
+    return (f"unexpected label value(s) {', '.join(f'{v:g}' for v in bad)} "
+            f"(expected {', '.join(map(str, sorted(label_map)))})")

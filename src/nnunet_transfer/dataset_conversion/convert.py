@@ -30,7 +30,7 @@ import SimpleITK as sitk
 
 from nnunet_transfer import config
 from nnunet_transfer.dataset_conversion import folders
-from nnunet_transfer.dataset_conversion._parallel import imap
+from nnunet_transfer.dataset_conversion._parallel import imap, workers
 from nnunet_transfer.dataset_conversion.checks import (Defect, DefectiveCasesError, Header, convert_labels,
                                                         finite_problem, geometry_problem, read_header,
                                                         read_voxels)
@@ -206,31 +206,13 @@ def dataset_json(modalities: Sequence[str], regions: bool, num_training: int, fi
     return data
 
 
-def convert_brats(source: Path, dataset_id: int, name: str, modalities: Optional[Sequence[str]] = None,
-                  regions: bool = False, domain: Optional[str] = None, link: bool = False, skip_bad: bool = False,
-                  num_processes: int = 1, full_check: bool = False) -> Path:
-    """Convert the BraTS folder ``source`` into ``$nnUNet_raw/DatasetXXX_Name`` and return that folder.
-
-    ``modalities`` picks and orders channels (t1n, t1c, t2w, t2f; BraTS 2021 names work
-    too); ``regions`` writes the region-based dataset.json; ``domain`` overrides the
-    domain taken from the case prefix; ``link`` symlinks files that need no rewriting;
-    ``skip_bad`` converts the good cases and records the others in dataset.json under
-    ``conversion.skipped``; ``full_check`` decompresses integer images too (float images
-    are always read, for the NaN/inf check).
-
-    Raises DefectiveCasesError (a ValueError) naming each bad case, file and defect.
-    """
-    source = Path(source)
-    chosen = canonical_modalities(modalities)
-    folder_name = folders.dataset_folder_name(dataset_id, name)
-    raw = config.nnunet_raw()
-    target = raw / folder_name
-    folders.check_free(raw, dataset_id, folder_name)
-    layout, cases = discover(source, chosen)
-
+def _convert(source: Path, cases: List[SourceCase], layout: Layout, chosen: List[str], regions: bool,
+             domain: Optional[str], link: bool, skip_bad: bool, full_check: bool, name: str, target: Path,
+             pool) -> Tuple[int, List[str], Dict[str, List[str]]]:
+    """Check every case, write the good ones into a temporary folder, publish it; see ``convert_brats``."""
     defects: List[Defect] = []
     checked: List[_Checked] = []
-    for result in imap(_check_headers, [(c, chosen) for c in cases], num_processes, desc="checking"):
+    for result in imap(_check_headers, [(c, chosen) for c in cases], pool, desc="checking"):
         if result.defects:
             defects.extend(result.defects)
         else:
@@ -248,7 +230,7 @@ def convert_brats(source: Path, dataset_id: int, name: str, modalities: Optional
         jobs = [_WriteJob(c, chosen, layout.label_map, dirs["imagesTr" if c.case.labeled else "imagesTs"],
                           dirs["labelsTr"], file_ending, link, full_check) for c in checked]
         written: List[str] = []
-        for case_id, case_defects in imap(_write_case, jobs, num_processes, desc=f"converting {folder_name}"):
+        for case_id, case_defects in imap(_write_case, jobs, pool, desc=f"converting {target.name}"):
             if case_defects:
                 defects.extend(case_defects)
                 if not skip_bad:
@@ -280,6 +262,34 @@ def convert_brats(source: Path, dataset_id: int, name: str, modalities: Optional
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+    return num_training, written, skipped
+
+
+def convert_brats(source: Path, dataset_id: int, name: str, modalities: Optional[Sequence[str]] = None,
+                  regions: bool = False, domain: Optional[str] = None, link: bool = False, skip_bad: bool = False,
+                  num_processes: int = 1, full_check: bool = False) -> Path:
+    """Convert the BraTS folder ``source`` into ``$nnUNet_raw/DatasetXXX_Name`` and return that folder.
+
+    ``modalities`` picks and orders channels (t1n, t1c, t2w, t2f; BraTS 2021 names work
+    too); ``regions`` writes the region-based dataset.json; ``domain`` overrides the
+    domain taken from the case prefix; ``link`` symlinks files that need no rewriting;
+    ``skip_bad`` converts the good cases and records the others in dataset.json under
+    ``conversion.skipped``; ``full_check`` decompresses integer images too (float images
+    are always read, for the NaN/inf check).
+
+    Raises DefectiveCasesError (a ValueError) naming each bad case, file and defect.
+    """
+    source = Path(source)
+    chosen = canonical_modalities(modalities)
+    folder_name = folders.dataset_folder_name(dataset_id, name)
+    raw = config.nnunet_raw()
+    target = raw / folder_name
+    folders.check_free(raw, dataset_id, folder_name)
+    layout, cases = discover(source, chosen)
+
+    with workers(num_processes, len(cases)) as pool:
+        num_training, written, skipped = _convert(
+            source, cases, layout, chosen, regions, domain, link, skip_bad, full_check, name, target, pool)
     logger.info("wrote %s: %d training and %d test case(s), %d skipped", target, num_training,
                 len(written) - num_training, len(skipped))
     return target

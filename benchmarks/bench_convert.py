@@ -1,0 +1,132 @@
+"""Benchmark: ``convert_brats`` against a plain copy of the same files (the I/O floor).
+
+Writes N synthetic BraTS 2023 cases the way real downloads come (int16 images with a
+zero background, float64 label files, gzip), then times
+
+- ``shutil.copyfile`` of every case file (the I/O floor of any conversion),
+- that copy plus one ``zlib`` decompression of every label file (the floor of a conversion
+  that proves every label value; ``convert_brats`` must read the labels to check them),
+- ``convert_brats`` with 1 worker, and with 2 (or ``--workers``) workers,
+
+each the best of ``--repeats`` runs, and prints the ratio conversion / copy and the
+speed-up from more workers.
+
+Example:
+    python benchmarks/bench_convert.py --cases 8 --shape 155 240 240 --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+
+def write_case(root: Path, index: int, shape) -> None:
+    case = f"BraTS-GLI-{index:05d}-000"
+    folder = root / case
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(index)
+    z, y, x = np.ogrid[:shape[0], :shape[1], :shape[2]]
+    c = np.array(shape) / 2
+    r = ((z - c[0]) / (0.42 * shape[0])) ** 2 + ((y - c[1]) / (0.4 * shape[1])) ** 2 + ((x - c[2]) / (0.33 * shape[2])) ** 2
+    brain = r < 1
+    smooth = (np.sin(z / 7.0) + np.cos(y / 9.0) + np.sin(x / 11.0)) * 100
+    for k, modality in enumerate(("t1n", "t1c", "t2w", "t2f")):
+        data = np.where(brain, 400 + 150 * k + smooth + rng.normal(0, 20, shape), 0).astype(np.int16)
+        image = sitk.GetImageFromArray(data)
+        image.SetSpacing((1.0, 1.0, 1.0))
+        sitk.WriteImage(image, str(folder / f"{case}-{modality}.nii.gz"), useCompression=True)
+    t = ((z - c[0] - 5) / 20.0) ** 2 + ((y - c[1]) / 25.0) ** 2 + ((x - c[2] + 10) / 22.0) ** 2
+    seg = np.zeros(shape, np.float64)
+    seg[t < 1] = 2
+    seg[t < 0.45] = 3
+    seg[t < 0.2] = 1
+    label = sitk.GetImageFromArray(seg)
+    label.SetSpacing((1.0, 1.0, 1.0))
+    sitk.WriteImage(label, str(folder / f"{case}-seg.nii.gz"), useCompression=True)
+
+
+def copy_all(source: Path, dest: Path) -> None:
+    for folder in sorted(source.iterdir()):
+        for path in sorted(folder.iterdir()):
+            shutil.copyfile(path, dest / path.name)
+
+
+def copy_and_inflate_labels(source: Path, dest: Path) -> None:
+    for folder in sorted(source.iterdir()):
+        for path in sorted(folder.iterdir()):
+            shutil.copyfile(path, dest / path.name)
+            if path.name.endswith("-seg.nii.gz"):
+                zlib.decompress(path.read_bytes(), zlib.MAX_WBITS | 16)
+
+
+def best_of(repeats: int, func) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        func()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", type=int, default=8)
+    parser.add_argument("--shape", type=int, nargs=3, default=[155, 240, 240], help="z y x (default: BraTS size)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder")
+    args = parser.parse_args(argv)
+
+    work = Path(tempfile.mkdtemp(prefix="bench_convert_", dir=args.workdir))
+    try:
+        os.environ["nnUNet_raw"] = str(work / "raw")
+        from nnunet_transfer.dataset_conversion import convert_brats
+
+        source = work / "BraTS2023-GLI"
+        start = time.perf_counter()
+        for i in range(args.cases):
+            write_case(source, i, tuple(args.shape))
+        size = sum(p.stat().st_size for p in source.rglob("*.nii.gz")) / 2 ** 20
+        print(f"{args.cases} cases of {'x'.join(map(str, args.shape))} voxels, {size:.1f} MiB gzip "
+              f"(written in {time.perf_counter() - start:.1f} s)")
+
+        def copy():
+            dest = work / "copy"
+            shutil.rmtree(dest, ignore_errors=True)
+            dest.mkdir()
+            copy_all(source, dest)
+
+        def copy_inflate():
+            dest = work / "copy"
+            shutil.rmtree(dest, ignore_errors=True)
+            dest.mkdir()
+            copy_and_inflate_labels(source, dest)
+
+        copy()  # warm the page cache for every contender alike
+        t_copy = best_of(args.repeats, copy)
+        t_floor = best_of(args.repeats, copy_inflate)
+        t_one = best_of(args.repeats, lambda: convert_brats(source, 901, "Bench"))
+        t_many = best_of(args.repeats, lambda: convert_brats(source, 901, "Bench", num_processes=args.workers))
+        print(f"plain copy            : {t_copy:7.3f} s")
+        print(f"copy + inflate labels : {t_floor:7.3f} s")
+        print(f"convert, 1 worker     : {t_one:7.3f} s   ratio to copy {t_one / t_copy:5.2f}x (goal <= 1.3x), "
+              f"to copy + inflate labels {t_one / t_floor:4.2f}x")
+        print(f"convert, {args.workers} workers    : {t_many:7.3f} s   speed-up over 1 worker {t_one / t_many:4.2f}x "
+              f"(ideal {args.workers}x; CPUs here: {os.cpu_count()})")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
