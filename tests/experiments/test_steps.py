@@ -1,0 +1,90 @@
+"""The step graph and its dry run for the Table 2 plan: order, arguments, the plans transfer."""
+
+from __future__ import annotations
+
+import pytest
+
+from nnunet_transfer.cli import main
+from nnunet_transfer.experiments import build_steps, dry_run, load_plan, shipped_plan
+
+
+@pytest.fixture
+def table2(nnunet_env):
+    return load_plan(shipped_plan("brats_ssa_table2"))
+
+
+def _index(lines, prefix):
+    matches = [i for i, line in enumerate(lines) if line.startswith(prefix)]
+    assert matches, f"no line starts with {prefix!r}"
+    return matches[0]
+
+
+def test_dry_run_table2_order_and_arguments(table2, tmp_path, nnunet_env):
+    lines = [line for line in dry_run(table2, build_steps(table2, tmp_path / "work")).splitlines()
+             if not line.startswith("export ")]
+    first = lambda prefix: _index(lines, prefix)  # noqa: E731
+    assert lines[0] == 'nnunet-transfer convert "$BRATS_GLI" -d 231 -n BraTS23GLI --domain GLI -np 8'
+    assert first("nnunet-transfer combine 231 232 -d 233 -n BraTS23GLISSA") > first("nnunet-transfer convert \"$BRATS_SSA\"")
+    # fingerprint and plan every dataset, then move the source plans (source first, then target)
+    transfer = "nnUNetv2_move_plans_between_datasets -s 231 -t {} -sp nnUNetPlans -tp nnUNetPlans_from231"
+    for dataset in (232, 233):
+        assert first(f"nnUNetv2_extract_fingerprint -d {dataset} -np 8") < first(f"nnUNetv2_plan_experiment -d {dataset}")
+        assert first(f"nnUNetv2_plan_experiment -d {dataset}") < first(transfer.format(dataset))
+        assert first(transfer.format(dataset)) < first(
+            f"nnUNetv2_preprocess -d {dataset} -plans_name nnUNetPlans_from231 -c 3d_fullres -np 8")
+    assert first("nnUNetv2_plan_experiment -d 231") < first(transfer.format(232))
+    assert first("nnUNetv2_preprocess -d 231 -plans_name nnUNetPlans -c 3d_fullres") < first("nnunet-transfer splits")
+    assert "nnunet-transfer splits 232 233 --target-domain SSA --folds 10 --seed 12345" in lines
+    # the source model once, before everything that starts from it
+    source_train = "nnUNetv2_train 231 3d_fullres all -tr nnUNetTrainerSourceOnly -p nnUNetPlans -device cuda"
+    assert lines.count(source_train) == 1
+    assert first("nnunet-transfer splits") < first(source_train) < first("nnUNetv2_train 232")
+    checkpoint = (f"{nnunet_env['nnUNet_results']}/Dataset231_BraTS23GLI/"
+                  "nnUNetTrainerSourceOnly__nnUNetPlans__3d_fullres/fold_all/checkpoint_final.pth")
+    trains = [line for line in lines if line.startswith("nnUNetv2_train")]
+    assert len(trains) == 1 + 5 * 10
+    for fold in range(10):
+        assert (f"nnUNetv2_train 232 3d_fullres {fold} -tr nnUNetTrainerFineTune -p nnUNetPlans_from231 "
+                f"-pretrained_weights {checkpoint} -device cuda") in lines
+        assert f"nnUNetv2_train 233 3d_fullres {fold} -tr nnUNetTrainerDANN -p nnUNetPlans_from231 -device cuda" in lines
+        assert f"nnUNetv2_train 233 3d_fullres {fold} -tr nnUNetTrainerDANNNoGRL -p nnUNetPlans_from231 -device cuda" in lines
+        assert f"nnUNetv2_train 233 3d_fullres {fold} -tr nnUNetTrainerMixedDomainUniform -p nnUNetPlans_from231 -device cuda" in lines
+        assert any(line.startswith(f"nnunet-transfer predict-folds {checkpoint.rsplit('/fold_all', 1)[0]} 232 -o ")
+                   and f" -f {fold} --model-folds all" in line for line in lines)
+    assert sum(line.startswith("nnunet-transfer evaluate ") for line in lines) == 5 * 10
+    assert lines[-1].startswith("nnunet-transfer compare --strategy Baseline=")
+    assert "--reference Baseline" in lines[-1] and lines[-1].endswith("--folds 0 1 2 3 4 5 6 7 8 9")
+    assert max(i for i, line in enumerate(lines) if line.startswith("nnUNetv2_train")) < first("nnunet-transfer predict-folds")
+
+
+def test_folds_and_strategies_restrict_the_chain(table2, tmp_path):
+    steps = build_steps(table2, tmp_path, folds=[3], strategies=["finetune"])
+    names = [s.name for s in steps]
+    assert "train-baseline-fold_all" in names and "train-finetune-fold_3" in names
+    assert not any("dann" in n or "fold_0" in n for n in names)
+    assert names[-1] == "compare"
+    with pytest.raises(ValueError, match="fold\\(s\\) 10 out of range"):
+        build_steps(table2, tmp_path, folds=[10])
+
+
+def test_dry_run_of_demo_shrinks_and_uses_small_fingerprints(nnunet_env, tmp_path):
+    plan = load_plan("demo")
+    text = dry_run(plan, build_steps(plan, tmp_path))
+    assert "export nnUNetTransfer_num_epochs=4" in text
+    assert f"export nnUNet_extTrainer={nnunet_env['nnUNet_extTrainer']}" in text
+    lines = text.splitlines()
+    assert f"nnunet-transfer synth {tmp_path}/data/DemoSSA --domain SSA -n 9 --seed 0 --shape 64 64 48" in lines
+    assert any(line.endswith("--step fingerprint-source") for line in lines)
+    shrink = [i for i, line in enumerate(lines) if line.endswith("--step shrink-plans")][0]
+    transfer = _index(lines, "nnUNetv2_move_plans_between_datasets -s 941 -t 942 -sp nnUNetPlansTiny -tp nnUNetPlansTiny_from941")
+    assert _index(lines, "nnUNetv2_plan_experiment -d 941") < shrink < transfer
+    assert "nnUNetv2_train 941 3d_fullres all -tr nnUNetTrainerSourceOnly -p nnUNetPlansTiny -device cpu" in lines
+
+
+def test_run_cli_dry_run_and_plan_error(nnunet_env, tmp_path, capsys):
+    assert main(["run", "demo", "--dry-run", "--workdir", str(tmp_path), "--folds", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "nnUNetv2_train 942 3d_fullres 0 -tr nnUNetTrainerFineTune" in out
+    bad = tmp_path / "bad.toml"
+    bad.write_text(shipped_plan("demo").read_text().replace('dataset = "target"', 'dataset = "tgt"', 1))
+    assert main(["run", str(bad), "--dry-run"]) == 1
