@@ -113,6 +113,8 @@ def test_summary_files_and_fold_subsets(strategies):
     assert result["folds"] == ["0", "1"] and len(result["case_ids"]) == 8
     result = compare_strategies({n: root / n for n in ("Baseline", "FT")}, "Baseline", root / "cmp3", folds=[2])
     assert result["folds"] == ["2"] and result["table"]["FT"]["Dice"]["NCR"]["std"] == 0.0
+    with pytest.raises(ValueError, match="'medpy' HD95 definition"):
+        compare_strategies(files, "Baseline", root / "cmp4", hd95="brats2023")
 
 
 def test_different_cases_are_an_error(strategies):

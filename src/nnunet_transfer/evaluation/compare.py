@@ -153,6 +153,10 @@ def load_strategy(paths: Union[PathLike, Sequence[PathLike]], labels: Sequence[s
         if not _is_ours(summary, None, labels):
             raise ValueError(f"{source} has no Dice/HD95 for {', '.join(labels)}; evaluate it with "
                              f"`nnunet-transfer evaluate` first")
+        used = (summary.get("config") or {}).get("hd95")
+        if used is not None and used != hd95:
+            raise ValueError(f"{source} was evaluated with the {used!r} HD95 definition, not {hd95!r}; "
+                             f"re-evaluate it or pass hd95={used!r} (--hd95 {used})")
         result[fold] = _cases_from_summary(summary, source)
 
     load = dict(labels=labels, gt_dir=gt_dir, hd95=hd95, empty_penalty=empty_penalty,
