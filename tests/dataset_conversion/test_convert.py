@@ -188,6 +188,7 @@ def test_two_workers_give_the_same_dataset(tmp_path, nnunet_env):
         np.testing.assert_array_equal(read(one / rel)[1], read(two / rel)[1])
 
 
+@pytest.mark.integration
 def test_converted_dataset_passes_nnunet_integrity_check(ssa_folder, nnunet_env, capsys):
     from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
 
