@@ -189,10 +189,16 @@ def test_two_workers_give_the_same_dataset(tmp_path, nnunet_env):
 
 
 @pytest.mark.integration
-def test_converted_dataset_passes_nnunet_integrity_check(ssa_folder, nnunet_env, capsys):
+def test_converted_dataset_passes_nnunet_integrity_check(gli_folder, ssa_folder, nnunet_env, capsys):
     from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
 
-    out = convert_brats(ssa_folder, 232, "BraTS23SSA")
-    verify_dataset_integrity(str(out), num_processes=1)
+    from nnunet_transfer.dataset_conversion import combine_datasets
+
+    ssa = convert_brats(ssa_folder, 232, "BraTS23SSA")
+    convert_brats(gli_folder, 231, "BraTS23GLI", regions=True, link=True)
+    convert_brats(ssa_folder, 234, "BraTS23SSAregions", regions=True)
+    combined = combine_datasets([231, 234], 233, "GLI_SSA")
+    for out in (ssa, combined):
+        verify_dataset_integrity(str(out), num_processes=1)
     printed = capsys.readouterr().out
     assert "Error" not in printed and "WARNING" not in printed
