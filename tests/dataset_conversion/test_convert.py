@@ -152,6 +152,11 @@ def test_skip_bad_converts_the_rest(tmp_path, nnunet_env):
     data = json.loads((out / "dataset.json").read_text())
     assert data["numTraining"] == 3 and "BraTS-SSA-00010-000" not in data["domains"]
     assert data["conversion"]["skipped"] == {"BraTS-SSA-00010-000": ["BraTS-SSA-00010-000-t2f.nii.gz: missing"]}
+    only_bad = tmp_path / "only_bad"
+    make_case(only_bad, "BraTS-SSA-00011-000", seed=11, skip=["t1n"])
+    with pytest.raises(DefectiveCasesError, match="No case was left to convert"):
+        convert_brats(only_bad, 239, "OnlyBad", skip_bad=True)
+    assert not list(out.parent.glob("*239*"))
 
 
 def test_rerun_is_idempotent_and_id_clash_is_refused(ssa_folder, nnunet_env):

@@ -238,6 +238,8 @@ def _convert(source: Path, cases: List[SourceCase], layout: Layout, chosen: List
             else:
                 written.append(case_id)
         if not written:
+            if defects:
+                raise DefectiveCasesError(defects, "No case was left to convert")
             raise ValueError(f"no case of {source} could be converted")
         labeled = {c.case.case_id for c in checked if c.case.labeled}
         num_training = len(labeled.intersection(written))
