@@ -13,7 +13,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import List
