@@ -18,7 +18,7 @@ from nnunet_transfer import config
 
 CPU_ENV = {
     "nnUNet_def_n_proc": "1",
-    "nnUNet_n_proc_DA": "0",
+    "nnUNet_n_proc_DA": "1",  # 0 breaks nnUNetv2_plan_experiment (torch.set_num_threads(0))
     "nnUNet_compile": "f",
     "OMP_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",

@@ -40,6 +40,8 @@ class TransferTrainerBase(nnUNetTrainer):
       random 80:20 split).
     - ``nnUNetTransfer_num_epochs`` and friends (see ``nnunet_transfer.config``) shorten the
       schedule, for smoke tests and the CPU demo.
+    - Training on fold ``all`` skips nnU-Net's final validation, which would predict every
+      training case (1251 for BraTS GLI); set ``validate_fold_all = True`` to keep it.
     - Learning rates follow ``PolyWarmupLR``: nnU-Net's poly decay (``poly_exponent``) per
       parameter group, after ``warmup_epochs`` of linear warm-up (capped at a tenth of training).
     """
@@ -47,6 +49,7 @@ class TransferTrainerBase(nnUNetTrainer):
     poly_exponent: float = 0.9
     warmup_epochs: int = 0
     grad_clip_norm: float = 12.0
+    validate_fold_all: bool = False
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -115,6 +118,13 @@ class TransferTrainerBase(nnUNetTrainer):
                 f"{'holds' if isfile(splits_file) else 'would hold'} {n_folds} folds (0..{n_folds - 1}). "
                 f"nnU-Net would silently train a random 80:20 split instead. Fix: pick a fold below {n_folds}, "
                 f"or write the splits you want with `nnunet-transfer splits`.")
+
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        if self.fold == "all" and not self.validate_fold_all:
+            self.print_to_log_file("nnunet-transfer: fold 'all' has no held-out cases; skipping the final "
+                                   "validation (it would predict every training case)")
+            return
+        super().perform_actual_validation(save_probabilities)
 
     def train_step(self, batch: dict) -> dict:
         data = batch["data"].to(self.device, non_blocking=True)
