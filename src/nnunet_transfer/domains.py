@@ -8,7 +8,7 @@ Example:
     'SSA'
     >>> domain_of("BraTS2021_00000")
     'GLI'
-    >>> case_domains({"domains": {"a": "X"}}, ["a", "BraTS-GLI-00001-000", "b"])
+    >>> read_domains({"domains": {"a": "X"}}, ["a", "BraTS-GLI-00001-000", "b"])
     {'a': 'X', 'BraTS-GLI-00001-000': 'GLI', 'b': None}
 """
 
@@ -32,9 +32,16 @@ def domain_of(case_id: str) -> Optional[str]:
     return None
 
 
-def case_domains(dataset_json: Mapping, case_ids: Iterable[str]) -> Dict[str, Optional[str]]:
-    """Domain per case: dataset.json's ``domains`` entry first, then the BraTS prefix."""
-    declared = dataset_json.get("domains") or {}
+def read_domains(dataset_json: Mapping, case_ids: Optional[Iterable[str]] = None) -> Dict[str, Optional[str]]:
+    """Domain per case from a dataset.json dict.
+
+    Without ``case_ids``: a copy of the ``"domains"`` map (empty when absent). With
+    ``case_ids``: exactly those cases, each from the map or else from its BraTS prefix
+    (None when neither says).
+    """
+    declared = dict(dataset_json.get("domains") or {})
+    if case_ids is None:
+        return declared
     return {case: declared.get(case) or domain_of(case) for case in case_ids}
 
 

@@ -9,7 +9,7 @@ from dynamic_network_architectures.architectures.unet import PlainConvUNet
 from nnunetv2.utilities.label_handling.label_handling import LabelManager
 from torch import nn
 
-from nnunet_transfer.domains import case_domains, domain_of, target_domain_of
+from nnunet_transfer.domains import domain_of, read_domains, target_domain_of
 from nnunet_transfer.training.domain_head import DomainClassifier
 from nnunet_transfer.training.freezing import freeze_parameters, part_parameter_names, unwrap
 from nnunet_transfer.training.grl import GradientReversal, ganin_lambda, grad_reverse
@@ -145,7 +145,7 @@ def _loader(keys, domains, batch_size, share):
 @pytest.mark.parametrize("batch_size,share", [(2, 0.5), (4, 0.5), (4, 0.25), (1, 0.5), (1, 0.2), (3, 0.5)])
 def test_sampler_domain_shares(batch_size, share):
     keys = [f"BraTS-GLI-{i:05d}-000" for i in range(20)] + [f"BraTS-SSA-{i:05d}-000" for i in range(3)]
-    domains = case_domains({}, keys)
+    domains = read_domains({}, keys)
     loader = _loader(keys, domains, batch_size, share)
     np.random.seed(0)
     batches = [loader.get_indices() for _ in range(2000)]
@@ -161,12 +161,12 @@ def test_sampler_domain_shares(batch_size, share):
 
 def test_sampler_uniform_and_single_domain_fallbacks():
     keys = [f"BraTS-GLI-{i:05d}-000" for i in range(9)] + ["BraTS-SSA-00000-000"]
-    domains = case_domains({}, keys)
+    domains = read_domains({}, keys)
     np.random.seed(1)
     uniform = _loader(keys, domains, 2, None)
     share = np.mean([domains[k] == "SSA" for _ in range(2000) for k in uniform.get_indices()])
     assert share == pytest.approx(0.1, abs=0.03)
-    only_ssa = _loader(["BraTS-SSA-00000-000", "BraTS-SSA-00001-000"], case_domains({}, [
+    only_ssa = _loader(["BraTS-SSA-00000-000", "BraTS-SSA-00001-000"], read_domains({}, [
         "BraTS-SSA-00000-000", "BraTS-SSA-00001-000"]), 2, 0.5)
     assert not only_ssa.balanced and len(only_ssa.get_indices()) == 2
     with pytest.raises(ValueError):
@@ -191,7 +191,7 @@ def test_poly_warmup_per_group():
 
 def test_domains_from_json_prefix_and_target():
     assert domain_of("BraTS-PED-00001-000") == "PED" and domain_of("case_001") is None
-    domains = case_domains({"domains": {"case_001": "SSA"}}, ["case_001", "BraTS-GLI-00001-000"])
+    domains = read_domains({"domains": {"case_001": "SSA"}}, ["case_001", "BraTS-GLI-00001-000"])
     assert domains == {"case_001": "SSA", "BraTS-GLI-00001-000": "GLI"}
     assert target_domain_of({"target_domain": "GLI"}, domains) == "GLI"
     assert target_domain_of({}, {"a": "GLI", "b": "GLI", "c": "SSA"}) == "SSA"

@@ -22,7 +22,7 @@ from nnunetv2.utilities.helpers import dummy_context
 from torch import autocast
 
 from nnunet_transfer import config
-from nnunet_transfer.domains import case_domains, target_domain_of
+from nnunet_transfer.domains import read_domains, target_domain_of
 from nnunet_transfer.training.domain_head import DomainClassifier
 from nnunet_transfer.training.freezing import (SEGMENTATION_HEAD, freeze_parameters, part_parameter_names,
                                                unwrap)
@@ -188,7 +188,7 @@ class DomainAwareMixin:
 
     def check_training_cases(self, train_keys: List[str], val_keys: List[str]) -> None:
         super().check_training_cases(train_keys, val_keys)
-        self.case_domains = case_domains(self.dataset_json, list(train_keys) + list(val_keys))
+        self.case_domains = read_domains(self.dataset_json, list(train_keys) + list(val_keys))
         missing = [k for k in train_keys if self.case_domains[k] is None]
         if missing:
             raise RuntimeError(
