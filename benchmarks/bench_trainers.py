@@ -1,0 +1,141 @@
+"""Time one training step (forward, backward, optimizer) of each transfer trainer vs nnUNetTrainer.
+
+All trainers get the same plans and the same batch; steps are interleaved (trainer A, B, C,
+A, B, C, ...) so that machine load affects all alike. Prints the median step time per
+trainer and its ratio to plain ``nnUNetTrainer`` measured in the same run.
+
+    python benchmarks/bench_trainers.py                      # quarter-width net, patch 48x64x64 (CPU)
+    python benchmarks/bench_trainers.py --width 1 --device cuda --patch 128 128 128 --batch 2
+
+Goals (issue 2): DANN <= 1.05x, MixedDomain <= 1.02x, frozen decoder < 1.0x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def plans_for(width_divisor: int, patch, batch_size: int) -> dict:
+    features = [max(2, f // width_divisor) for f in (32, 64, 128, 256, 320, 320)]
+    strides = [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]]
+    n_stages = 6 if min(patch) >= 64 else 5
+    return {
+        "dataset_name": "Dataset999_Bench", "plans_name": "nnUNetPlans", "original_median_spacing_after_transp": [1, 1, 1],
+        "original_median_shape_after_transp": [155, 240, 240], "image_reader_writer": "SimpleITKIO",
+        "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2], "experiment_planner_used": "ExperimentPlanner",
+        "label_manager": "LabelManager", "foreground_intensity_properties_per_channel": {},
+        "configurations": {"3d_fullres": {
+            "data_identifier": "nnUNetPlans_3d_fullres", "preprocessor_name": "DefaultPreprocessor",
+            "batch_size": batch_size, "patch_size": list(patch), "median_image_size_in_voxels": [155, 240, 240],
+            "spacing": [1, 1, 1], "normalization_schemes": ["ZScoreNormalization"] * 4,
+            "use_mask_for_norm": [True] * 4, "resampling_fn_data": "resample_data_or_seg_to_shape",
+            "resampling_fn_seg": "resample_data_or_seg_to_shape", "resampling_fn_data_kwargs": {},
+            "resampling_fn_seg_kwargs": {}, "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
+            "resampling_fn_probabilities_kwargs": {}, "batch_dice": False,
+            "architecture": {"network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+                             "arch_kwargs": {
+                                 "n_stages": n_stages, "features_per_stage": features[:n_stages],
+                                 "conv_op": "torch.nn.modules.conv.Conv3d", "kernel_sizes": [[3, 3, 3]] * n_stages,
+                                 "strides": strides[:n_stages], "n_conv_per_stage": [2] * n_stages,
+                                 "n_conv_per_stage_decoder": [2] * (n_stages - 1), "conv_bias": True,
+                                 "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
+                                 "norm_op_kwargs": {"eps": 1e-5, "affine": True}, "dropout_op": None,
+                                 "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU",
+                                 "nonlin_kwargs": {"inplace": True}},
+                             "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]}}}}
+
+
+DATASET_JSON = {"channel_names": {"0": "T1", "1": "T1Gd", "2": "T2", "3": "FLAIR"},
+                "labels": {"background": 0, "NCR": 1, "ED": 2, "ET": 3}, "numTraining": 4, "file_ending": ".nii.gz"}
+KEYS = ["BraTS-GLI-00000-000", "BraTS-SSA-00000-000", "BraTS-GLI-00001-000", "BraTS-SSA-00001-000"]
+
+
+def make_trainer(cls, plans: dict, device: torch.device, pretrained: str = None):
+    trainer = cls({**plans, "continue_training": False}, "3d_fullres", 0, DATASET_JSON, device)
+    if hasattr(trainer, "check_training_cases"):
+        trainer._split = (KEYS, KEYS[:1])
+        trainer.check_training_cases(KEYS, KEYS[:1])
+    if pretrained is not None:
+        trainer.pretrained_weights_file = pretrained
+    trainer.initialize()
+    trainer.network.train()
+    if hasattr(trainer, "domain_head"):
+        trainer._step_in_epoch = 0
+    return trainer
+
+
+def make_batch(trainer, batch_size: int, patch, device) -> dict:
+    torch.manual_seed(0)
+    data = torch.randn(batch_size, 4, *patch)
+    seg = torch.randint(0, 4, (batch_size, 1, *patch)).float()
+    scales = trainer._get_deep_supervision_scales()
+    target = [torch.nn.functional.interpolate(seg, scale_factor=tuple(s), mode="nearest") for s in scales]
+    return {"data": data, "target": target, "keys": (KEYS * batch_size)[:batch_size]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--width", type=int, default=4, help="divide nnU-Net's features by this (default 4)")
+    parser.add_argument("--patch", type=int, nargs=3, default=(48, 64, 64))
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_trainers_"))
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        os.environ[name] = str(tmp / name)
+    data_folder = tmp / "nnUNet_preprocessed" / "Dataset999_Bench" / "nnUNetPlans_3d_fullres"
+    data_folder.mkdir(parents=True)
+    (data_folder / "placeholder.b2nd").touch()  # lets nnU-Net infer its dataset class; no data is read
+    os.environ.setdefault("nnUNet_compile", "f")
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunet_transfer.training import trainers as T
+
+    device = torch.device(args.device)
+    plans = plans_for(args.width, args.patch, args.batch)
+    plain = make_trainer(nnUNetTrainer, plans, device)
+    pretrained = str(tmp / "pretrained.pth")
+    plain.save_checkpoint(pretrained)
+    candidates = {
+        "nnUNetTrainer": plain,
+        "nnUNetTrainerMixedDomain": make_trainer(T.nnUNetTrainerMixedDomain, plans, device),
+        "nnUNetTrainerDANN": make_trainer(T.nnUNetTrainerDANN, plans, device),
+        "nnUNetTrainerFineTune": make_trainer(T.nnUNetTrainerFineTune, plans, device, pretrained),
+        "nnUNetTrainerFineTuneFrozenDecoder": make_trainer(T.nnUNetTrainerFineTuneFrozenDecoder, plans, device,
+                                                           pretrained),
+        "nnUNetTrainerFineTuneFrozenEncoder": make_trainer(T.nnUNetTrainerFineTuneFrozenEncoder, plans, device,
+                                                           pretrained),
+    }
+    batch = make_batch(plain, args.batch, args.patch, device)
+    times = {name: [] for name in candidates}
+    for name, trainer in candidates.items():  # warm-up
+        trainer.train_step(batch)
+    for _ in range(args.repeats):
+        for name, trainer in candidates.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            trainer.train_step(batch)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - start)
+    base = statistics.median(times["nnUNetTrainer"])
+    params = sum(p.numel() for p in plain.network.parameters())
+    print(f"device {device}, patch {tuple(args.patch)}, batch {args.batch}, {params / 1e6:.2f}M parameters, "
+          f"median of {args.repeats} interleaved steps")
+    print(f"{'trainer':40s} {'step [s]':>9s} {'ratio':>7s}")
+    for name, values in times.items():
+        median = statistics.median(values)
+        print(f"{name:40s} {median:9.3f} {median / base:7.3f}")
+
+
+if __name__ == "__main__":
+    main()
