@@ -28,6 +28,7 @@ from dynamic_network_architectures.architectures.abstract_arch import AbstractDy
 from dynamic_network_architectures.building_blocks.helper import convert_conv_op_to_dim, get_matching_convtransp
 from dynamic_network_architectures.building_blocks.residual import BasicBlockD, StackedResidualBlocks
 from dynamic_network_architectures.building_blocks.residual_encoders import ResidualEncoder
+from dynamic_network_architectures.building_blocks.simple_conv_blocks import ConvDropoutNormReLU
 from dynamic_network_architectures.initialization.weight_init import InitWeights_He, init_last_bn_before_add_to_0
 from torch import nn
 from torch.nn import functional as F
@@ -81,8 +82,12 @@ class AttentionResidualDecoder(nn.Module):
     """U-Net decoder with residual blocks and an attention gate on every skip connection.
 
     Stages are ordered by computation (lowest resolution first), like
-    dynamic_network_architectures' ``UNetResDecoder``; segmentation heads exist for every
-    stage (``seg_layers``) so checkpoints load with and without deep supervision.
+    dynamic_network_architectures' ``UNetResDecoder``. Each stage upsamples the coarser
+    features (transposed convolution), concatenates them with the gated skip, fuses the
+    concatenation with a 1x1 convolution (``fusions``) and refines it with residual blocks
+    whose shortcuts are identities; this costs about a third less than residual blocks on
+    the concatenation itself, which matters at full resolution. Segmentation heads exist for
+    every stage (``seg_layers``) so checkpoints load with and without deep supervision.
     """
 
     def __init__(self, encoder: ResidualEncoder, num_classes: int, n_conv_per_stage: IntOrSeq,
@@ -100,7 +105,7 @@ class AttentionResidualDecoder(nn.Module):
         if attention_reduction < 1:
             raise ValueError(f"attention_reduction must be >= 1, got {attention_reduction}")
         transpconv_op = get_matching_convtransp(conv_op=encoder.conv_op)
-        stages, transpconvs, gates, seg_layers = [], [], [], []
+        stages, transpconvs, gates, fusions, seg_layers = [], [], [], [], []
         for s in range(1, n_stages_encoder):
             below = encoder.output_channels[-s]
             skip = encoder.output_channels[-(s + 1)]
@@ -108,8 +113,11 @@ class AttentionResidualDecoder(nn.Module):
             transpconvs.append(transpconv_op(below, skip, stride, stride, bias=encoder.conv_bias))
             gates.append(AttentionGate(encoder.conv_op, skip, below, max(1, skip // attention_reduction), stride)
                          if attention_gates else nn.Identity())
+            fusions.append(ConvDropoutNormReLU(
+                encoder.conv_op, 2 * skip, skip, 1, 1, encoder.conv_bias, encoder.norm_op, encoder.norm_op_kwargs,
+                None, None, encoder.nonlin, encoder.nonlin_kwargs))
             stages.append(StackedResidualBlocks(
-                n_blocks=n_conv_per_stage[s - 1], conv_op=encoder.conv_op, input_channels=2 * skip,
+                n_blocks=n_conv_per_stage[s - 1], conv_op=encoder.conv_op, input_channels=skip,
                 output_channels=skip, kernel_size=encoder.kernel_sizes[-(s + 1)], initial_stride=1,
                 conv_bias=encoder.conv_bias, norm_op=encoder.norm_op, norm_op_kwargs=encoder.norm_op_kwargs,
                 dropout_op=encoder.dropout_op, dropout_op_kwargs=encoder.dropout_op_kwargs,
@@ -118,6 +126,7 @@ class AttentionResidualDecoder(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.transpconvs = nn.ModuleList(transpconvs)
         self.attention_gates = nn.ModuleList(gates)
+        self.fusions = nn.ModuleList(fusions)
         self.seg_layers = nn.ModuleList(seg_layers)
 
     def forward(self, skips: List[torch.Tensor]) -> Union[torch.Tensor, List[torch.Tensor]]:
@@ -127,7 +136,7 @@ class AttentionResidualDecoder(nn.Module):
             skip = skips[-(s + 2)]
             gate = self.attention_gates[s]
             gated = skip if isinstance(gate, nn.Identity) else gate(skip, lres_input)
-            x = torch.cat((self.transpconvs[s](lres_input), gated), 1)
+            x = self.fusions[s](torch.cat((self.transpconvs[s](lres_input), gated), 1))
             x = self.stages[s](x)
             if self.deep_supervision:
                 seg_outputs.append(self.seg_layers[s](x))
@@ -149,7 +158,7 @@ class AttentionResidualDecoder(nn.Module):
             channels = self.encoder.output_channels[-(s + 2)]
             total += int(self.stages[s].compute_conv_feature_map_size(size))
             voxels = int(torch.tensor(size).prod())
-            total += channels * voxels * 2  # transposed conv output + gated skip
+            total += channels * voxels * 4  # transposed conv output, gated skip (concatenated), fusion
             if self.deep_supervision or s == len(self.stages) - 1:
                 total += self.num_classes * voxels
         return total

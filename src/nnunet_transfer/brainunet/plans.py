@@ -90,7 +90,8 @@ def brainunet_arch_kwargs(arch_kwargs: dict, width_divisor: int = 2, max_feature
         features = [min(f, int(max_features)) for f in features]
     new = {k: copy.deepcopy(arch_kwargs[k]) for k in _COPIED_KWARGS if k in arch_kwargs}
     new["features_per_stage"] = features
-    new["n_blocks_per_stage"] = list(n_blocks_per_stage) if n_blocks_per_stage is not None else [1] + [2] * (n - 1)
+    new["n_blocks_per_stage"] = list(n_blocks_per_stage) if n_blocks_per_stage is not None else \
+        [1] * min(2, n) + [2] * max(0, n - 2)
     new["n_conv_per_stage_decoder"] = list(n_conv_per_stage_decoder) if n_conv_per_stage_decoder is not None \
         else [1] * (n - 1)
     new["attention_gates"] = True
