@@ -88,3 +88,11 @@ def test_wrong_block_counts_are_clear():
         build(n_blocks_per_stage=[1, 1])
     with pytest.raises(ValueError, match="n_conv_per_stage_decoder"):
         build(n_conv_per_stage_decoder=[1, 1, 1])
+
+
+def test_feature_map_size_grows_with_patch_for_nnunet_planners():
+    net = build()
+    small, large = net.compute_conv_feature_map_size((8, 16, 16)), net.compute_conv_feature_map_size((16, 32, 32))
+    assert 0 < small < large
+    with pytest.raises(ValueError, match="spatial"):
+        net.compute_conv_feature_map_size((1, 8, 16, 16))

@@ -118,8 +118,8 @@ def install_scheme(folder: Optional[Path] = None) -> Path:
         tmp.unlink(missing_ok=True)
         raise RuntimeError(
             f"cannot write nnU-Net's normalisation shim {target} ({exc}). nnU-Net only finds normalisation "
-            f"schemes in that folder; ask an administrator to run `nnunet-transfer brainunet-plans "
-            f"--install-scheme-only` with write access, or use a virtual environment you own."
+            f"schemes in that folder; run `nnunet-transfer brainunet-plans DATASET` once with write access "
+            f"to it (it installs the shim), or use a virtual environment you own."
         ) from exc
     logger.info("installed the %s normalisation scheme for nnU-Net: %s", SCHEME_NAME, target)
     return target
