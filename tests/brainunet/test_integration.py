@@ -80,12 +80,12 @@ def train(tiny, trainer: str, *extra: str):
                     *extra], {**tiny["env"], **SHORT})
 
 
-def fine_tune_network(tiny, plans: dict, checkpoint_file: Path, monkeypatch=pytest.MonkeyPatch()):
+def fine_tune_network(tiny, plans: dict, checkpoint_file: Path):
     from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
 
     from nnunet_transfer.brainunet.trainers import nnUNetTrainerBrainUNetFineTune
 
-    with monkeypatch.context() as patch:
+    with pytest.MonkeyPatch.context() as patch:
         for key, value in {**tiny["env"], **SHORT}.items():
             patch.setenv(key, value)
         dataset_json = json.loads((tiny["pre"] / "dataset.json").read_text())

@@ -1,6 +1,6 @@
 """Percentile clipping + z-score normalisation and its registration with nnU-Net."""
 
-import importlib
+import importlib.util
 
 import numpy as np
 import pytest
