@@ -7,3 +7,4 @@ package. Do not add code here.
 """
 
 from nnunet_transfer.training.trainers import *  # noqa: F401,F403
+from nnunet_transfer.brainunet.trainers import *  # noqa: F401,F403
