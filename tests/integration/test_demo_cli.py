@@ -1,7 +1,7 @@
 """A shortened demo end to end: the shipped demo plan, shrunk, through `nnunet-transfer run`.
 
 Synth -> convert -> combine -> fingerprint/plan -> move plans -> preprocess -> splits ->
-train (baseline fold all, fine-tuning and DANN per fold) -> predict-folds -> evaluate ->
+train (baseline fold all, fine-tuning per fold) -> predict-folds -> evaluate ->
 compare, with nnU-Net's real commands on the CPU.
 """
 
@@ -52,7 +52,7 @@ def small_demo_plan() -> dict:
     plan["overrides"]["shrink"].update(max_features=16, n_stages=3, patch_size=[32, 32, 24])
     plan["overrides"]["env"] = {"nnUNetTransfer_num_epochs": 1, "nnUNetTransfer_iterations_per_epoch": 2,
                                 "nnUNetTransfer_val_iterations_per_epoch": 1}
-    plan["strategies"] = {k: v for k, v in plan["strategies"].items() if k in ("baseline", "finetune", "dann")}
+    plan["strategies"] = {k: v for k, v in plan["strategies"].items() if k in ("baseline", "finetune")}
     return plan
 
 
@@ -64,7 +64,7 @@ def test_shortened_demo_end_to_end_and_resume(tmp_path):
     proc = run_cmd(cli("run", str(plan_file), "--workdir", str(workdir), "--quiet"), env, timeout=1200)
 
     table = (workdir / "comparison" / "table2.md").read_text()
-    for label in ("Baseline", "Fine-Tuning", "DANN"):
+    for label in ("Baseline", "Fine-Tuning"):
         assert label in table
     comparison = json.loads((workdir / "comparison" / "comparison.json").read_text())
     assert (workdir / "comparison" / "comparison.png").stat().st_size > 1000

@@ -110,8 +110,8 @@ def test_dann_checkpoint_resume_and_stock_predict(tiny, tmp_path):
     for f in (tiny["raw"] / "imagesTr").glob(f"{SSA[0]}_*.nii.gz"):
         (images / f.name).symlink_to(f)
     run_cmd(["nnUNetv2_predict", "-i", str(images), "-o", str(tmp_path / "out"), "-d", "901", "-c", "3d_fullres",
-             "-f", "0", "-tr", "nnUNetTrainerDANN", "-p", PLANS, "-device", "cpu", "--disable_tta", "-npp", "1",
-             "-nps", "1"], tiny["env"])
+             "-f", "0", "-tr", "nnUNetTrainerDANN", "-p", PLANS, "-device", "cpu", "--disable_tta", "-npp", "0",
+             "-nps", "0"], tiny["env"])
     prediction = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / f"{SSA[0]}.nii.gz")))
     assert prediction.shape == (32, 32, 32) and set(np.unique(prediction)) <= {0, 1, 2, 3}
 
