@@ -203,3 +203,18 @@ def test_pretrained_weights_from_argv_does_not_confuse_plans_flag():
     argv = ["231", "3d_fullres", "0", "-p", "nnUNetPlans", "-pretrained_weights", "/x/checkpoint_final.pth"]
     assert pretrained_weights_from_argv(argv) == "/x/checkpoint_final.pth"
     assert pretrained_weights_from_argv(["231", "3d_fullres", "0", "-p", "nnUNetPlans"]) is None
+
+
+def test_encoder_hook_works_under_torch_compile():
+    """nnU-Net compiles the network on GPU; the DANN feature hook must survive dynamo tracing."""
+    torch._dynamo.reset()
+    net = tiny_unet()
+    captured = {}
+    net.encoder.register_forward_hook(lambda m, i, o: captured.__setitem__("f", list(o)))
+    compiled = torch.compile(net, backend="aot_eager")
+    out = compiled(torch.randn(2, 2, 8, 8, 8))
+    assert out.shape == (2, 3, 8, 8, 8)
+    head = DomainClassifier([16])
+    head.loss(head([grad_reverse(captured["f"][-1], 1.0)]), torch.tensor([0, 1])).backward()
+    assert unwrap(compiled) is net
+    assert net.encoder.stages[-1][0].convs[0].conv.weight.grad.abs().sum() > 0
