@@ -105,3 +105,87 @@ def test_subprocess_executor_passes_plan_environment(nnunet_env, tmp_path):
     assert report.ran == ["synth-source"]
     epochs, trainer_path = out.read_text().split(" ", 1)
     assert epochs == "4" and Path(trainer_path.split(":")[0]).name == "nnunet_ext"
+
+
+def test_brainunet_plan_resumes_with_its_own_plans(nnunet_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("BRATS_GLI", "/data/gli")
+    monkeypatch.setenv("BRATS_SSA", "/data/ssa")
+    plan = load_plan("brainunet")
+    fake = FakeNnunet(interrupt_at="train-brainunet_finetune-fold_1")
+    with pytest.raises(KeyboardInterrupt):
+        run_steps(plan, _steps(plan, tmp_path, fake, folds=[0, 1]), tmp_path, executor=fake)
+    first_run = [name for name, _ in fake.calls]
+    assert first_run[:11] == ["convert-source", "convert-target", "fingerprint-source", "fingerprint-target",
+                              "plan-source", "plan-target", "derive-plans-brainunet",
+                              "transfer-plans-target-brainunet", "preprocess-source-brainunet",
+                              "preprocess-target-brainunet", "splits"]
+    convert = dict(fake.calls)["convert-target"]
+    assert convert[-5:] == ["--clip-percentiles", "0.5", "99.5", "-np", "8"]
+    fake.calls.clear()
+    report = run_steps(plan, _steps(plan, tmp_path, fake, folds=[0, 1]), tmp_path, executor=fake)
+    names = [name for name, _ in fake.calls]
+    assert names[0] == "train-brainunet_finetune-fold_1"
+    assert {"train-brainunet-fold_all", "derive-plans-brainunet", "train-brainunet_finetune-fold_0"} <= set(report.skipped)
+    resumed = fake.calls[0][1]
+    assert resumed == ["nnUNetv2_train", "235", "3d_fullres", "1", "-tr", "nnUNetTrainerBrainUNetFineTune",
+                       "-p", "nnUNetPlans_BrainUNet_from234", "-device", "cuda", "--c"]
+    assert names[1:] == ["predict-brainunet-fold_0", "predict-brainunet-fold_1", "evaluate-brainunet_finetune-fold_0",
+                         "evaluate-brainunet_finetune-fold_1", "compare"]
+    # the pre-trained model and the fine-tuned ones live under their plans' names
+    results = Path(nnunet_env["nnUNet_results"])
+    assert (results / "Dataset234_BraTS23GLI3chClip" / "nnUNetTrainerBrainUNet__nnUNetPlans_BrainUNet__3d_fullres"
+            / "fold_all" / "checkpoint_final.pth").is_file()
+    assert (results / "Dataset235_BraTS23SSA3chClip" / "nnUNetTrainerBrainUNetFineTune__nnUNetPlans_BrainUNet_from234__"
+            "3d_fullres" / "fold_1" / "checkpoint_final.pth").is_file()
+
+
+def test_shrink_family_step_writes_shrunken_plans(nnunet_env, tmp_path):
+    from nnunet_transfer.experiments import run_python_step
+    from nnunet_transfer.experiments.plan import parse_plan, shipped_plan, tomllib
+    from nnunet_transfer.experiments.steps import Layout
+
+    data = tomllib.loads(shipped_plan("brainunet").read_text())
+    data["plans_families"]["tiny"] = {"derive": "shrink", "name": "BrainUNetTiny", "base": "nnUNetPlans_BrainUNet",
+                                      "shrink": {"n_stages": 3, "patch_size": [32, 32, 32]}}
+    plan = parse_plan(data)
+    layout = Layout.from_env(plan, tmp_path)
+    folder = layout.pre_dir(plan.source)
+    folder.mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="nnUNetPlans_BrainUNet.json does not exist"):
+        run_python_step(plan, layout, "derive-plans-tiny")
+    arch = {"n_stages": 5, "features_per_stage": [16, 32, 64, 128, 160], "kernel_sizes": [[3, 3, 3]] * 5,
+            "strides": [[1, 1, 1]] + [[2, 2, 2]] * 4, "n_blocks_per_stage": [1, 1, 2, 2, 2],
+            "n_conv_per_stage_decoder": [1] * 4}
+    base = {"plans_name": "nnUNetPlans_BrainUNet", "configurations": {"3d_fullres": {
+        "data_identifier": "nnUNetPlans_BrainUNet_3d_fullres", "patch_size": [128, 128, 128], "batch_size": 2,
+        "architecture": {"network_class_name": "nnunet_transfer.brainunet.network.AttentionResidualUNet",
+                         "arch_kwargs": arch}}}}
+    (folder / "nnUNetPlans_BrainUNet.json").write_text(json.dumps(base))
+    run_python_step(plan, layout, "derive-plans-tiny")
+    tiny = json.loads((folder / "BrainUNetTiny.json").read_text())
+    config = tiny["configurations"]["3d_fullres"]
+    assert tiny["plans_name"] == "BrainUNetTiny" and config["patch_size"] == [32, 32, 32]
+    assert config["architecture"]["arch_kwargs"]["n_blocks_per_stage"] == [1, 1, 2]
+    assert config["data_identifier"] == "nnUNetPlans_BrainUNet_3d_fullres"  # the base's data
+    with pytest.raises(ValueError, match="plans family 'brainunet' is not derived by shrinking"):
+        run_python_step(plan, layout, "derive-plans-brainunet")
+    with pytest.raises(ValueError, match="unknown step 'derive-plans-nope'"):
+        run_python_step(plan, layout, "derive-plans-nope")
+
+
+def test_check_sources_only_for_datasets_still_to_convert(nnunet_env, tmp_path, monkeypatch):
+    from nnunet_transfer.experiments.plan import parse_plan, shipped_plan, tomllib
+    from nnunet_transfer.experiments.runner import check_sources
+    from nnunet_transfer.experiments.steps import Layout
+
+    data = tomllib.loads(shipped_plan("brats_ssa_table2").read_text())
+    data["datasets"]["target_3ch"]["source"] = "$BRATS_SSA_ELSEWHERE"
+    plan = parse_plan(data)
+    monkeypatch.setenv("BRATS_GLI", str(tmp_path))
+    monkeypatch.setenv("BRATS_SSA", str(tmp_path))
+    monkeypatch.delenv("BRATS_SSA_ELSEWHERE", raising=False)
+    layout = Layout.from_env(plan, tmp_path)
+    six = ["baseline", "combined", "finetune", "finetune_frozen_decoder", "dann", "dann_no_grl"]
+    check_sources(plan, layout, build_steps(plan, tmp_path, strategies=six))  # the 3-channel data is not needed
+    with pytest.raises(ValueError, match="datasets.target_3ch.source '\\$BRATS_SSA_ELSEWHERE'"):
+        check_sources(plan, layout, build_steps(plan, tmp_path, strategies=["brainunet_finetune"]))

@@ -63,9 +63,9 @@ def test_scripts_arrays_resources_and_dependencies(table2, tmp_path):
     steps = build_steps(table2, tmp_path / "work")
     written = emit_slurm(table2, steps, tmp_path / "jobs", options={"partition": "gpu", "time": "12:00:00"})
     names = [p.name for p in written]
-    assert names == ["00_prepare.sbatch", "10_baseline.sbatch", "10_combined.sbatch", "10_finetune.sbatch",
-                     "10_finetune_frozen_decoder.sbatch", "10_dann.sbatch", "10_dann_no_grl.sbatch",
-                     "90_compare.sbatch", "submit.sh"]
+    assert names == ["00_prepare.sbatch", "10_baseline.sbatch", "10_brainunet.sbatch", "10_combined.sbatch",
+                     "10_finetune.sbatch", "10_finetune_frozen_decoder.sbatch", "10_dann.sbatch",
+                     "10_dann_no_grl.sbatch", "10_brainunet_finetune.sbatch", "90_compare.sbatch", "submit.sh"]
     finetune = (tmp_path / "jobs" / "10_finetune.sbatch").read_text()
     assert "#SBATCH --array=0-9" in finetune
     assert "#SBATCH --gres=gpu:1" in finetune and "#SBATCH --partition=gpu" in finetune
@@ -82,11 +82,25 @@ def test_scripts_arrays_resources_and_dependencies(table2, tmp_path):
     assert deps["job_10_dann"] == "--dependency=afterok:$job_00_prepare "
     assert deps["job_10_finetune"] == "--dependency=afterok:$job_00_prepare:$job_10_baseline "
     assert deps["job_10_finetune_frozen_decoder"] == "--dependency=afterok:$job_00_prepare:$job_10_baseline "
-    for key in ("baseline", "combined", "finetune", "finetune_frozen_decoder", "dann", "dann_no_grl"):
+    for key in ("baseline", "combined", "finetune", "finetune_frozen_decoder", "dann", "dann_no_grl", "brainunet",
+                "brainunet_finetune"):
         assert f"$job_10_{key}" in deps["job_90_compare"]
+    # BrainUNet: its plans are derived and moved in the prepare job; fine-tuning waits for its own pre-training
+    assert ("nnunet-transfer brainunet-plans 234 -p nnUNetPlans -o nnUNetPlans_BrainUNet -c 3d_fullres; fi"
+            in prepare)
+    assert ("nnUNetv2_move_plans_between_datasets -s 234 -t 235 -sp nnUNetPlans_BrainUNet "
+            "-tp nnUNetPlans_BrainUNet_from234" in prepare)
+    assert deps["job_10_brainunet"] == "--dependency=afterok:$job_00_prepare "
+    assert deps["job_10_brainunet_finetune"] == "--dependency=afterok:$job_00_prepare:$job_10_brainunet "
+    brainunet_finetune = (tmp_path / "jobs" / "10_brainunet_finetune.sbatch").read_text()
+    assert "#SBATCH --array=0-9" in brainunet_finetune
+    assert ("-p nnUNetPlans_BrainUNet_from234 -pretrained_weights " in brainunet_finetune
+            and "nnUNetTrainerBrainUNet__nnUNetPlans_BrainUNet__3d_fullres/fold_all/checkpoint_final.pth"
+            in brainunet_finetune)
+    assert "nnunet-transfer predict-folds" in (tmp_path / "jobs" / "10_brainunet.sbatch").read_text()
 
 
-def test_submit_runs_jobs_in_order_with_stand_in_sbatch(table2, tmp_path):
+def _stand_ins(tmp_path: Path) -> Path:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "sbatch").write_text(FAKE_SBATCH.format(python=sys.executable))
@@ -95,19 +109,47 @@ def test_submit_runs_jobs_in_order_with_stand_in_sbatch(table2, tmp_path):
         (bin_dir / name).write_text(FAKE_COMMAND)
     for path in bin_dir.iterdir():
         path.chmod(path.stat().st_mode | stat.S_IEXEC)
-    steps = build_steps(table2, tmp_path / "work", folds=[0, 1], strategies=["finetune", "dann"])
-    # fold 1 of fine-tuning was interrupted earlier: its job must continue with --c
-    interrupted = [s for s in steps if s.name == "train-finetune-fold_1"][0].training
-    interrupted.fold_dir.mkdir(parents=True)
-    interrupted.latest.touch()
-    emit_slurm(table2, steps, tmp_path / "jobs")
+    return bin_dir
+
+
+def _submit(tmp_path: Path, bin_dir: Path) -> list:
     calls = tmp_path / "calls.log"
     env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", FAKE_CALLS=str(calls),
                FAKE_SLURM_STATE=str(tmp_path / "state"), BRATS_GLI="/data/gli", BRATS_SSA="/data/ssa")
     proc = subprocess.run(["bash", str(tmp_path / "jobs" / "submit.sh")], env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "90_compare: job" in proc.stdout
-    lines = calls.read_text().splitlines()
+    return calls.read_text().splitlines()
+
+
+def test_submit_brainunet_plan_with_stand_in_sbatch(nnunet_env, tmp_path):
+    plan = load_plan("brainunet")
+    emit_slurm(plan, build_steps(plan, tmp_path / "work", folds=[0, 1]), tmp_path / "jobs")
+    lines = _submit(tmp_path, _stand_ins(tmp_path))
+    jobs = [line.split()[3] for line in lines if line.startswith("# job")]
+    assert jobs == ["00_prepare.sbatch", "10_brainunet.sbatch", "10_brainunet_finetune.sbatch",
+                    "10_brainunet_finetune.sbatch", "90_compare.sbatch"]
+    commands = [line for line in lines if not line.startswith("#")]
+    assert commands[0] == ("nnunet-transfer convert /data/gli -d 234 -n BraTS23GLI3chClip --modalities t2f t1c t2w "
+                           "--domain GLI --clip-percentiles 0.5 99.5 -np 8")
+    first = lambda prefix: next(i for i, c in enumerate(commands) if c.startswith(prefix))  # noqa: E731
+    assert (first("nnUNetv2_plan_experiment -d 234") < first("nnunet-transfer brainunet-plans 234")
+            < first("nnUNetv2_move_plans_between_datasets -s 234 -t 235") < first("nnUNetv2_preprocess -d 235")
+            < first("nnunet-transfer splits 235") < first("nnUNetv2_train 234 3d_fullres all -tr nnUNetTrainerBrainUNet")
+            < first("nnunet-transfer predict-folds") < first("nnUNetv2_train 235 3d_fullres 0")
+            < first("nnunet-transfer compare"))
+    assert "-pretrained_weights" in commands[first("nnUNetv2_train 235 3d_fullres 1")]
+
+
+def test_submit_runs_jobs_in_order_with_stand_in_sbatch(table2, tmp_path):
+    bin_dir = _stand_ins(tmp_path)
+    steps = build_steps(table2, tmp_path / "work", folds=[0, 1], strategies=["finetune", "dann"])
+    # fold 1 of fine-tuning was interrupted earlier: its job must continue with --c
+    interrupted = [s for s in steps if s.name == "train-finetune-fold_1"][0].training
+    interrupted.fold_dir.mkdir(parents=True)
+    interrupted.latest.touch()
+    emit_slurm(table2, steps, tmp_path / "jobs")
+    lines = _submit(tmp_path, bin_dir)
     jobs = [line.split()[3] for line in lines if line.startswith("# job")]
     assert jobs == ["00_prepare.sbatch", "10_baseline.sbatch", "10_finetune.sbatch", "10_finetune.sbatch",
                     "10_dann.sbatch", "10_dann.sbatch", "90_compare.sbatch"]

@@ -34,7 +34,7 @@ def test_dry_run_table2_order_and_arguments(table2, tmp_path, nnunet_env):
             f"nnUNetv2_preprocess -d {dataset} -plans_name nnUNetPlans_from231 -c 3d_fullres -np 8")
     assert first("nnUNetv2_plan_experiment -d 231") < first(transfer.format(232))
     assert first("nnUNetv2_preprocess -d 231 -plans_name nnUNetPlans -c 3d_fullres") < first("nnunet-transfer splits")
-    assert "nnunet-transfer splits 232 233 --target-domain SSA --folds 10 --seed 12345" in lines
+    assert "nnunet-transfer splits 232 233 235 --target-domain SSA --folds 10 --seed 12345" in lines
     # the source model once, before everything that starts from it
     source_train = "nnUNetv2_train 231 3d_fullres all -tr nnUNetTrainerSourceOnly -p nnUNetPlans -device cuda"
     assert lines.count(source_train) == 1
@@ -42,7 +42,7 @@ def test_dry_run_table2_order_and_arguments(table2, tmp_path, nnunet_env):
     checkpoint = (f"{nnunet_env['nnUNet_results']}/Dataset231_BraTS23GLI/"
                   "nnUNetTrainerSourceOnly__nnUNetPlans__3d_fullres/fold_all/checkpoint_final.pth")
     trains = [line for line in lines if line.startswith("nnUNetv2_train")]
-    assert len(trains) == 1 + 5 * 10
+    assert len(trains) == 1 + 5 * 10 + 1 + 10  # the paper's six, then BrainUNet pre-training and fine-tuning
     for fold in range(10):
         assert (f"nnUNetv2_train 232 3d_fullres {fold} -tr nnUNetTrainerFineTune -p nnUNetPlans_from231 "
                 f"-pretrained_weights {checkpoint} -device cuda") in lines
@@ -51,8 +51,9 @@ def test_dry_run_table2_order_and_arguments(table2, tmp_path, nnunet_env):
         assert f"nnUNetv2_train 233 3d_fullres {fold} -tr nnUNetTrainerMixedDomainUniform -p nnUNetPlans_from231 -device cuda" in lines
         assert any(line.startswith(f"nnunet-transfer predict-folds {checkpoint.rsplit('/fold_all', 1)[0]} 232 -o ")
                    and f" -f {fold} --model-folds all" in line for line in lines)
-    assert sum(line.startswith("nnunet-transfer evaluate ") for line in lines) == 5 * 10
+    assert sum(line.startswith("nnunet-transfer evaluate ") for line in lines) == 5 * 10 + 10
     assert lines[-1].startswith("nnunet-transfer compare --strategy Baseline=")
+    assert "--strategy 'BrainUNet Fine-Tuning=" in lines[-1]
     assert "--reference Baseline" in lines[-1] and lines[-1].endswith("--folds 0 1 2 3 4 5 6 7 8 9")
     assert max(i for i, line in enumerate(lines) if line.startswith("nnUNetv2_train")) < first("nnunet-transfer predict-folds")
 
@@ -88,3 +89,81 @@ def test_run_cli_dry_run_and_plan_error(nnunet_env, tmp_path, capsys):
     bad = tmp_path / "bad.toml"
     bad.write_text(shipped_plan("demo").read_text().replace('dataset = "target"', 'dataset = "tgt"', 1))
     assert main(["run", str(bad), "--dry-run"]) == 1
+
+
+def test_dry_run_brainunet_plan(nnunet_env, tmp_path):
+    plan = load_plan("brainunet")
+    lines = [line for line in dry_run(plan, build_steps(plan, tmp_path / "work")).splitlines()
+             if not line.startswith("export ")]
+    results = nnunet_env["nnUNet_results"]
+    model = f"{results}/Dataset234_BraTS23GLI3chClip/nnUNetTrainerBrainUNet__nnUNetPlans_BrainUNet__3d_fullres"
+    assert lines[:12] == [
+        'nnunet-transfer convert "$BRATS_GLI" -d 234 -n BraTS23GLI3chClip --modalities t2f t1c t2w --domain GLI '
+        '--clip-percentiles 0.5 99.5 -np 8',
+        'nnunet-transfer convert "$BRATS_SSA" -d 235 -n BraTS23SSA3chClip --modalities t2f t1c t2w --domain SSA '
+        '--clip-percentiles 0.5 99.5 -np 8',
+        "nnUNetv2_extract_fingerprint -d 234 -np 8",
+        "nnUNetv2_extract_fingerprint -d 235 -np 8",
+        "nnUNetv2_plan_experiment -d 234",
+        "nnUNetv2_plan_experiment -d 235",
+        "nnunet-transfer brainunet-plans 234 -p nnUNetPlans -o nnUNetPlans_BrainUNet -c 3d_fullres",
+        "nnUNetv2_move_plans_between_datasets -s 234 -t 235 -sp nnUNetPlans_BrainUNet -tp nnUNetPlans_BrainUNet_from234",
+        "nnUNetv2_preprocess -d 234 -plans_name nnUNetPlans_BrainUNet -c 3d_fullres -np 8",
+        "nnUNetv2_preprocess -d 235 -plans_name nnUNetPlans_BrainUNet_from234 -c 3d_fullres -np 8",
+        "nnunet-transfer splits 235 --target-domain SSA --folds 10 --seed 12345",
+        "nnUNetv2_train 234 3d_fullres all -tr nnUNetTrainerBrainUNet -p nnUNetPlans_BrainUNet -device cuda",
+    ]
+    for fold in range(10):
+        assert lines[12 + fold] == (
+            f"nnUNetv2_train 235 3d_fullres {fold} -tr nnUNetTrainerBrainUNetFineTune -p nnUNetPlans_BrainUNet_from234 "
+            f"-pretrained_weights {model}/fold_all/checkpoint_final.pth -device cuda")
+        assert lines[22 + fold] == (f"nnunet-transfer predict-folds {model} 235 -o {tmp_path}/work/predictions/brainunet "
+                                    f"-f {fold} --model-folds all -device cuda")
+        finetuned = (f"{results}/Dataset235_BraTS23SSA3chClip/nnUNetTrainerBrainUNetFineTune__"
+                     f"nnUNetPlans_BrainUNet_from234__3d_fullres/fold_{fold}/validation")
+        assert lines[32 + fold] == (f"nnunet-transfer evaluate {nnunet_env['nnUNet_preprocessed']}/Dataset235_BraTS23SSA3chClip/"
+                                    f"gt_segmentations {finetuned} -o {finetuned}/summary_brats.json")
+    assert len(lines) == 43
+    assert lines[-1].startswith(f"nnunet-transfer compare --strategy 'BrainUNet (pre-trained on GLI)="
+                                f"{tmp_path}/work/predictions/brainunet' --strategy 'BrainUNet Fine-Tuning=")
+    assert "--reference 'BrainUNet (pre-trained on GLI)'" in lines[-1]
+
+
+def test_strategies_of_one_family_prepare_only_their_datasets(table2, tmp_path):
+    names = [s.name for s in build_steps(table2, tmp_path, folds=[0], strategies=["brainunet_finetune"])]
+    assert names[:11] == ["convert-source_3ch", "convert-target_3ch", "fingerprint-source_3ch", "fingerprint-target_3ch",
+                          "plan-source_3ch", "plan-target_3ch", "derive-plans-brainunet",
+                          "transfer-plans-target_3ch-brainunet", "preprocess-source_3ch-brainunet",
+                          "preprocess-target_3ch-brainunet", "splits"]
+    assert not any(n.endswith(("-source", "-target", "-combined")) for n in names)
+    # the paper's six alone leave the three-channel datasets alone
+    six = ["baseline", "combined", "finetune", "finetune_frozen_decoder", "dann", "dann_no_grl"]
+    names = [s.name for s in build_steps(table2, tmp_path, folds=[0], strategies=six)]
+    assert not any("3ch" in n or "brainunet" in n for n in names)
+    assert "transfer-plans-combined" in names and "preprocess-source" in names
+
+
+def test_family_chain_shrinks_derived_plans_and_shares_data(nnunet_env, tmp_path):
+    from nnunet_transfer.experiments.plan import parse_plan, tomllib
+
+    data = tomllib.loads(shipped_plan("brainunet").read_text())
+    data["plans_families"]["tiny"] = {"derive": "shrink", "name": "nnUNetPlans_BrainUNetTiny",
+                                      "base": "nnUNetPlans_BrainUNet", "shrink": {"patch_size": [64, 64, 64]}}
+    data["strategies"] = {"pre": {"trainer": "nnUNetTrainerBrainUNet", "plans": "tiny", "dataset": "source",
+                                  "fold": "all", "evaluate": "cross-domain"},
+                          "ft": {"trainer": "nnUNetTrainerBrainUNetFineTune", "plans": "tiny", "dataset": "target",
+                                 "init": "pre"}}
+    data["reference"] = "pre"
+    plan = parse_plan(data, path=tmp_path / "tiny.toml")
+    steps = build_steps(plan, tmp_path / "work", folds=[0])
+    names = [s.name for s in steps]
+    # the base family is derived first, though no strategy trains with it
+    assert names.index("derive-plans-brainunet") < names.index("derive-plans-tiny") < names.index(
+        "transfer-plans-target-tiny")
+    assert not any(n.startswith(("transfer-plans-target-brainunet", "preprocess-target-brainunet")) for n in names)
+    text = dry_run(plan, steps)
+    assert text.count(" --step derive-plans-tiny") == 1
+    # shrunken plans train on the data of the plans they shrink
+    assert "nnUNetv2_preprocess -d 234 -plans_name nnUNetPlans_BrainUNet -c 3d_fullres -np 8" in text
+    assert "nnUNetv2_preprocess -d 235 -plans_name nnUNetPlans_BrainUNetTiny_from234 -c 3d_fullres -np 8" in text
+    assert "nnUNetv2_train 234 3d_fullres all -tr nnUNetTrainerBrainUNet -p nnUNetPlans_BrainUNetTiny -device cuda" in text

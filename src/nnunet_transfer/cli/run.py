@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         written = emit_slurm(plan, steps, out_dir, options)
         print(f"wrote {len(written) - 1} sbatch script(s) and {written[-1]}; submit with: bash {written[-1]}")
         return 0
-    check_sources(plan, layout)
+    check_sources(plan, layout, steps)
     report = run_steps(plan, steps, layout.workdir, executor=subprocess_executor(echo=not args.quiet))
     total = sum(report.seconds.values())
     print(f"{plan.name}: ran {len(report.ran)} step(s) in {total:.0f} s, {len(report.skipped)} already done")

@@ -27,6 +27,16 @@ Layout (see ``plans/brats_ssa_table2.toml`` for a full example)::
     dataset = "target"
     init = "baseline"               # starts from that strategy's fold-all checkpoint
 
+Strategies train with the plan's ``plans`` (the *default* plans family) unless they name
+another family (``plans = "brainunet"``), derived from a source dataset's plans::
+
+    [plans_families.brainunet]
+    source = "source_3ch"           # dataset whose plans it derives from (default "source")
+    target = "target_3ch"           # dataset cross-domain strategies predict onto (default "target")
+    derive = "brainunet-plans"      # or "shrink" (with a shrink = {...} table)
+    args = ["--max-features", "160"]
+    name = "nnUNetPlans_BrainUNet"  # moved to the other datasets as nnUNetPlans_BrainUNet_from<source id>
+
 Example:
     >>> from nnunet_transfer.experiments.plan import load_plan, shipped_plan
     >>> plan = load_plan(shipped_plan("brats_ssa_table2"))
@@ -38,7 +48,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
@@ -47,8 +57,18 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-ROLES = ("source", "target", "combined")
+ROLES = ("source", "target", "combined")  # dataset keys with a meaning; others may be added
+REQUIRED_DATASETS = ("source", "target")
 EVALUATIONS = ("validation", "cross-domain")
+DERIVATIONS = ("brainunet-plans", "shrink")
+DEFAULT_FAMILY = "default"
+DEFAULT_MODALITIES = ("t1n", "t1c", "t2w", "t2f")  # what `nnunet-transfer convert` keeps by default
+# options of `nnunet-transfer convert` that the plan sets itself (not allowed in convert_args)
+_CONVERT_OWN = {"-d": "id", "--dataset-id": "id", "-n": "name", "--name": "name", "--modalities": "modalities",
+                "--domain": "domain", "-np": "num_processes", "--num-processes": "num_processes"}
+# options of `nnunet-transfer brainunet-plans` that a plans family sets itself (not allowed in args)
+_DERIVE_OWN = {"-p": "base", "--plans": "base", "-o": "name", "--output": "name", "-c": "configuration",
+               "--configurations": "configuration"}
 PLANS_DIR = Path(__file__).resolve().parent.parent / "plans"
 
 
@@ -58,7 +78,11 @@ class PlanError(ValueError):
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """One dataset of a plan: where its cases come from and its nnU-Net id and name."""
+    """One dataset of a plan: where its cases come from and its nnU-Net id and name.
+
+    ``role`` is the dataset's key in the plan (``source``, ``target``, ``combined`` or any
+    other name, e.g. ``source_3ch`` for a three-channel conversion of the source).
+    """
 
     role: str
     id: int
@@ -70,6 +94,7 @@ class DatasetSpec:
     seed: int = 0
     shape: Tuple[int, int, int] = (64, 64, 48)
     modalities: Tuple[str, ...] = ()
+    convert_args: Tuple[str, ...] = ()    # passed through to `nnunet-transfer convert`
 
     @property
     def folder_name(self) -> str:
@@ -92,10 +117,31 @@ class Strategy:
     fold: Optional[str] = None            # "all": trained once on every case instead of per fold
     init: Optional[str] = None            # strategy whose fold-all checkpoint it starts from
     evaluate: str = "validation"          # or "cross-domain": predicted onto the target folds
+    plans: str = DEFAULT_FAMILY           # plans family it trains with
 
     @property
     def per_fold(self) -> bool:
         return self.fold is None
+
+
+@dataclass(frozen=True)
+class PlansFamily:
+    """nnU-Net plans derived from a source dataset's plans, and moved to the datasets trained with them.
+
+    The source dataset trains with ``name``; every other dataset with ``transferred_name``
+    (``nnUNetv2_move_plans_between_datasets -s SOURCE -t OTHER -sp NAME -tp NAME_fromSOURCE``).
+    The ``default`` family is the plan's top-level ``plans`` (shrunken with ``overrides.shrink``).
+    """
+
+    key: str
+    name: str                             # plans the source dataset trains with
+    base: str                             # plans it is derived from (in the source's preprocessed folder)
+    source: str = "source"                # dataset key
+    target: str = "target"                # dataset key cross-domain strategies predict onto
+    derive: Optional[str] = None          # "brainunet-plans", "shrink", or None (the base plans themselves)
+    args: Tuple[str, ...] = ()            # options of `nnunet-transfer brainunet-plans`
+    shrink: Dict[str, Any] = field(default_factory=dict)
+    transferred_name: str = ""            # plans name on the other datasets
 
 
 @dataclass(frozen=True)
@@ -106,6 +152,7 @@ class Plan:
     path: Optional[Path]
     datasets: Dict[str, DatasetSpec]
     strategies: Dict[str, Strategy]
+    families: Dict[str, PlansFamily] = field(default_factory=dict)
     configuration: str = "3d_fullres"
     folds: int = 5
     target_domain: str = "SSA"
@@ -129,22 +176,45 @@ class Plan:
     @property
     def training_plans(self) -> str:
         """Plans the source dataset trains with (the shrunken ones when the plan shrinks)."""
-        return str(self.shrink.get("plans_name", f"{self.plans}Tiny")) if self.shrink else self.plans
+        return _default_plans_name(self.plans, self.shrink)
 
     @property
     def target_plans(self) -> str:
         """Plans name of the source plans moved to the target and combined datasets."""
         return self.transferred_plans or f"{self.training_plans}_from{self.source.id}"
 
-    def plans_for(self, role: str) -> str:
-        return self.training_plans if role == "source" else self.target_plans
+    def family(self, strategy: Strategy) -> PlansFamily:
+        """The plans family a strategy trains with."""
+        return self.families[strategy.plans]
+
+    def plans_for(self, strategy: Strategy) -> str:
+        """The ``-p`` plans name of a strategy's training: its family's, transferred off the family source."""
+        family = self.family(strategy)
+        return family.name if strategy.dataset == family.source else family.transferred_name
+
+    def data_plans(self, family: PlansFamily) -> str:
+        """Plans to preprocess the family's source with (shrunken plans share their base's data)."""
+        while family.derive == "shrink":
+            base = self.base_family(family)
+            if base is None:
+                return family.base
+            family = base
+        return family.name
+
+    def base_family(self, family: PlansFamily) -> Optional[PlansFamily]:
+        """The family whose plans ``family`` is derived from, if any (else nnU-Net's planned ``base``)."""
+        for other in self.families.values():
+            if other.key != family.key and other.source == family.source and other.name == family.base:
+                return other
+        return None
 
 
 _TOP_KEYS = {"name", "description", "configuration", "folds", "target_domain", "reference", "plans", "planner",
              "transferred_plans", "split_seed", "device", "num_processes", "datasets", "strategies", "overrides",
-             "slurm"}
-_DATASET_KEYS = {"id", "name", "source", "combine", "domain", "n", "seed", "shape", "modalities"}
-_STRATEGY_KEYS = {"trainer", "dataset", "label", "fold", "init", "evaluate"}
+             "slurm", "plans_families"}
+_DATASET_KEYS = {"id", "name", "source", "combine", "domain", "n", "seed", "shape", "modalities", "convert_args"}
+_STRATEGY_KEYS = {"trainer", "dataset", "label", "fold", "init", "evaluate", "plans"}
+_FAMILY_KEYS = {"source", "target", "base", "derive", "args", "name", "transferred_name", "shrink"}
 _OVERRIDE_KEYS = {"fingerprint_voxels", "shrink", "env"}
 _SHRINK_KEYS = {"plans_name", "max_features", "n_stages", "patch_size", "batch_size", "width_divisor"}
 _SLURM_KEYS = {"partition", "gres", "gpus", "time", "cpus_per_task", "mem", "account", "qos", "setup", "extra",
@@ -199,8 +269,8 @@ def _dataset(reader: _Reader, role: str, data: dict) -> DatasetSpec:
     if (source is None) == (not combine):
         raise reader.error(key, "give exactly one of 'source' (a BraTS folder or \"synth\") and 'combine'")
     for other in combine:
-        if other not in ROLES or other == role:
-            raise reader.error(f"{key}.combine", f"unknown dataset role {other!r} (use source, target)")
+        if not isinstance(other, str) or other == role:
+            raise reader.error(f"{key}.combine", f"invalid dataset {other!r} (name other datasets, e.g. source, target)")
     shape = tuple(reader.get(data, "shape", list, key, default=[64, 64, 48]))
     if len(shape) != 3 or not all(isinstance(s, int) and s >= 8 for s in shape):
         raise reader.error(f"{key}.shape", f"must be three integers >= 8, got {list(shape)}")
@@ -210,12 +280,31 @@ def _dataset(reader: _Reader, role: str, data: dict) -> DatasetSpec:
     domain = reader.get(data, "domain", str, key, default=None)
     if source == "synth" and domain is None:
         raise reader.error(f"{key}.domain", "missing (required with source = \"synth\": GLI or SSA)")
+    modalities = _strings(reader, data, "modalities", key)
+    if combine and modalities:
+        raise reader.error(f"{key}.modalities", "a combined dataset has the channels of the datasets it combines")
+    convert_args = _strings(reader, data, "convert_args", key)
+    if combine and convert_args:
+        raise reader.error(f"{key}.convert_args", "only datasets converted from a source take convert options")
+    for token in convert_args:
+        option = token.split("=", 1)[0]
+        if option in _CONVERT_OWN:
+            raise reader.error(f"{key}.convert_args", f"{option} is set by the plan: use the dataset's "
+                                                      f"'{_CONVERT_OWN[option]}' key instead")
     return DatasetSpec(
         role=role, id=dataset_id, name=name, source=source, combine=combine, domain=domain,
         n=reader.get(data, "n", int, key, default=4, check=lambda v: v >= 1), seed=reader.get(data, "seed", int, key, default=0),
         shape=shape,  # type: ignore[arg-type]
-        modalities=tuple(reader.get(data, "modalities", list, key, default=[])),
+        modalities=modalities, convert_args=convert_args,
     )
+
+
+def _strings(reader: _Reader, data: Mapping, name: str, key: str) -> Tuple[str, ...]:
+    values = reader.get(data, name, list, key, default=[])
+    for value in values:
+        if not isinstance(value, str):
+            raise reader.error(f"{key}.{name}", f"must be a list of strings, got {value!r} in it")
+    return tuple(values)
 
 
 def _strategy(reader: _Reader, key_name: str, data: dict) -> Strategy:
@@ -227,13 +316,114 @@ def _strategy(reader: _Reader, key_name: str, data: dict) -> Strategy:
     return Strategy(
         key=key_name,
         trainer=reader.get(data, "trainer", str, key, check=lambda v: v.isidentifier(), hint="a Python class name"),
-        dataset=reader.get(data, "dataset", str, key, check=lambda v: v in ROLES, hint=f"one of {', '.join(ROLES)}"),
+        dataset=reader.get(data, "dataset", str, key),
         label=reader.get(data, "label", str, key, default=key_name),
         fold=fold,
         init=reader.get(data, "init", str, key, default=None),
         evaluate=reader.get(data, "evaluate", str, key, default="validation", check=lambda v: v in EVALUATIONS,
                             hint=f"one of {', '.join(EVALUATIONS)}"),
+        plans=reader.get(data, "plans", str, key, default=DEFAULT_FAMILY),
     )
+
+
+def _default_plans_name(plans: str, shrink: Mapping[str, Any]) -> str:
+    return str(shrink.get("plans_name", f"{plans}Tiny")) if shrink else plans
+
+
+def _shrink_table(reader: _Reader, data: Any, key: str) -> Dict[str, Any]:
+    shrink = reader.table(data, key)
+    reader.unknown(shrink, _SHRINK_KEYS, key)
+    return dict(shrink)
+
+
+def _family(reader: _Reader, key_name: str, data: Any, base: str) -> PlansFamily:
+    key = f"plans_families.{key_name}"
+    if not _NAME.match(key_name):
+        raise reader.error(key, "plans family names may hold letters, digits, '_', '.', '-' only")
+    if key_name == DEFAULT_FAMILY:
+        raise reader.error(key, f"{DEFAULT_FAMILY!r} is the plan's own plans (top-level plans, transferred_plans, "
+                                f"overrides.shrink); give this family another name")
+    reader.table(data, key)
+    reader.unknown(data, _FAMILY_KEYS, key)
+    derive = reader.get(data, "derive", str, key, check=lambda v: v in DERIVATIONS,
+                        hint=f"one of {', '.join(DERIVATIONS)}")
+    name = reader.get(data, "name", str, key, check=lambda v: bool(_NAME.match(v)),
+                      hint="a plans name: letters, digits, '_', '.', '-' only")
+    base = reader.get(data, "base", str, key, default=base, check=lambda v: bool(_NAME.match(v)),
+                      hint="a plans name: letters, digits, '_', '.', '-' only")
+    if name == base:
+        raise reader.error(f"{key}.name", f"the derived plans need another name than their base {base!r}")
+    args = _strings(reader, data, "args", key)
+    if args and derive != "brainunet-plans":
+        raise reader.error(f"{key}.args", "options of `nnunet-transfer brainunet-plans`: only with "
+                                          "derive = \"brainunet-plans\" (shrink takes a shrink table)")
+    for token in args:
+        option = token.split("=", 1)[0]
+        if option in _DERIVE_OWN:
+            raise reader.error(f"{key}.args", f"{option} is set by the plan: use the family's "
+                                              f"'{_DERIVE_OWN[option]}' key instead")
+    shrink = _shrink_table(reader, data.get("shrink", {}), f"{key}.shrink")
+    if derive == "shrink" and not shrink:
+        raise reader.error(f"{key}.shrink", "missing (required with derive = \"shrink\")")
+    if derive != "shrink" and shrink:
+        raise reader.error(f"{key}.shrink", "only with derive = \"shrink\"")
+    if "plans_name" in shrink:
+        raise reader.error(f"{key}.shrink.plans_name", "the family's 'name' names the shrunken plans")
+    return PlansFamily(
+        key=key_name, name=name, base=base,
+        source=reader.get(data, "source", str, key, default="source"),
+        target=reader.get(data, "target", str, key, default="target"),
+        derive=derive, args=args, shrink=shrink,
+        transferred_name=reader.get(data, "transferred_name", str, key, default="",
+                                    check=lambda v: bool(_NAME.match(v)), hint="a plans name"),
+    )
+
+
+def _modalities(datasets: Mapping[str, DatasetSpec], role: str) -> Tuple[str, ...]:
+    """Input channels of a dataset (a combined dataset has those of its first part)."""
+    spec = datasets[role]
+    if spec.combine:
+        return _modalities(datasets, spec.combine[0])
+    return spec.modalities or DEFAULT_MODALITIES
+
+
+def _check_families(r: _Reader, datasets: Dict[str, DatasetSpec], families: Dict[str, PlansFamily],
+                    plans: str) -> None:
+    for family in families.values():
+        key = "plans" if family.key == DEFAULT_FAMILY else f"plans_families.{family.key}"
+        for which in ("source", "target"):
+            role = getattr(family, which)
+            if role not in datasets:
+                raise r.error(f"{key}.{which}", f"dataset {role!r} is not defined in [datasets] "
+                                                f"(known: {', '.join(datasets)})")
+        if family.source == family.target:
+            raise r.error(f"{key}.target", "the target dataset must differ from the source dataset")
+        if _modalities(datasets, family.target) != _modalities(datasets, family.source):
+            raise r.error(f"{key}.target", f"dataset {family.target!r} has channels "
+                                           f"{list(_modalities(datasets, family.target))}, the family's source "
+                                           f"{family.source!r} {list(_modalities(datasets, family.source))}: "
+                                           f"a model of these plans cannot predict it")
+        same_source = [f for f in families.values() if f.key != family.key and f.source == family.source]
+        for other in same_source:
+            if other.name == family.name:
+                raise r.error(f"{key}.name", f"{family.name!r} is also the plans name of the family "
+                                             f"{other.key!r} on dataset {family.source!r}")
+        if family.derive is not None and family.base != plans and not any(f.name == family.base for f in same_source):
+            made = [plans] + [f.name for f in same_source]
+            raise r.error(f"{key}.base", f"no step makes plans {family.base!r} for dataset {family.source!r} "
+                                         f"(use one of {', '.join(made)})")
+    for family in families.values():  # no circular derivations
+        seen, current = [family.key], family
+        while True:
+            parent = next((f for f in families.values() if f.key != current.key and f.source == current.source
+                           and f.name == current.base), None)
+            if parent is None:
+                break
+            if parent.key in seen:
+                raise r.error(f"plans_families.{family.key}.base", f"circular derivation: {' -> '.join(seen)} -> "
+                                                                   f"{parent.key}")
+            seen.append(parent.key)
+            current = parent
 
 
 def parse_plan(data: dict, origin: str = "<plan>", path: Optional[Path] = None) -> Plan:
@@ -241,9 +431,11 @@ def parse_plan(data: dict, origin: str = "<plan>", path: Optional[Path] = None) 
     r = _Reader(origin)
     r.unknown(data, _TOP_KEYS, "")
     datasets_raw = r.table(r.get(data, "datasets", dict, ""), "datasets")
-    r.unknown(datasets_raw, set(ROLES), "datasets")
+    for role in datasets_raw:
+        if not _NAME.match(role):
+            raise r.error(f"datasets.{role}", "dataset names may hold letters, digits, '_', '.', '-' only")
     datasets = {role: _dataset(r, role, value) for role, value in datasets_raw.items()}
-    for role in ("source", "target"):
+    for role in REQUIRED_DATASETS:
         if role not in datasets:
             raise r.error(f"datasets.{role}", "missing (required)")
     ids = {}
@@ -253,7 +445,32 @@ def parse_plan(data: dict, origin: str = "<plan>", path: Optional[Path] = None) 
         ids[spec.id] = role
         for other in spec.combine:
             if other not in datasets:
-                raise r.error(f"datasets.{role}.combine", f"dataset role {other!r} is not defined")
+                raise r.error(f"datasets.{role}.combine", f"dataset {other!r} is not defined "
+                                                          f"(known: {', '.join(datasets)})")
+            if datasets[other].combine:
+                raise r.error(f"datasets.{role}.combine", f"dataset {other!r} is itself combined; "
+                                                          f"combine converted datasets")
+        channels = {_modalities(datasets, other) for other in spec.combine}
+        if len(channels) > 1:
+            raise r.error(f"datasets.{role}.combine", "the combined datasets have different channels "
+                                                      "(modalities); combine datasets converted alike")
+
+    # plans families: the plan's own plans ("default"), then [plans_families.*]
+    overrides = r.table(r.get(data, "overrides", dict, "", default={}), "overrides")
+    r.unknown(overrides, _OVERRIDE_KEYS, "overrides")
+    shrink = _shrink_table(r, r.get(overrides, "shrink", dict, "overrides", default={}), "overrides.shrink")
+    plans = r.get(data, "plans", str, "", default="nnUNetPlans")
+    transferred_plans = r.get(data, "transferred_plans", str, "", default=None)
+    families = {DEFAULT_FAMILY: PlansFamily(
+        key=DEFAULT_FAMILY, name=_default_plans_name(plans, shrink), base=plans,
+        derive="shrink" if shrink else None, shrink=shrink, transferred_name=transferred_plans or "")}
+    families_raw = r.table(r.get(data, "plans_families", dict, "", default={}), "plans_families")
+    for key_name, value in families_raw.items():
+        families[key_name] = _family(r, key_name, value, plans)
+    _check_families(r, datasets, families, plans)
+    families = {k: replace(f, transferred_name=f.transferred_name or f"{f.name}_from{datasets[f.source].id}")
+                for k, f in families.items()}
+
     strategies_raw = r.table(r.get(data, "strategies", dict, ""), "strategies")
     if not strategies_raw:
         raise r.error("strategies", "at least one strategy is needed")
@@ -262,13 +479,27 @@ def parse_plan(data: dict, origin: str = "<plan>", path: Optional[Path] = None) 
         if not _NAME.match(key_name):
             raise r.error(f"strategies.{key_name}", "strategy names may hold letters, digits, '_', '.', '-' only")
         strategies[key_name] = _strategy(r, key_name, value)
+    sources = {f.source for f in families.values()}
+    labels: Dict[str, str] = {}
     for s in strategies.values():
         key = f"strategies.{s.key}"
+        if s.label in labels:
+            raise r.error(f"{key}.label", f"{s.label!r} is also the label of strategies.{labels[s.label]} "
+                                          f"(labels name the rows of the comparison)")
+        labels[s.label] = s.key
+        if s.plans not in families:
+            raise r.error(f"{key}.plans", f"unknown plans family {s.plans!r} (known: {', '.join(families)})")
+        family = families[s.plans]
         if s.dataset not in datasets:
-            raise r.error(f"{key}.dataset", f"dataset role {s.dataset!r} is not defined in [datasets]")
-        if s.per_fold and s.dataset == "source":
-            raise r.error(f"{key}.fold", "strategies on the source dataset train once: set fold = \"all\" "
-                                         "(target-domain folds exist in the target and combined datasets only)")
+            raise r.error(f"{key}.dataset", f"dataset {s.dataset!r} is not defined in [datasets] "
+                                            f"(known: {', '.join(datasets)})")
+        if _modalities(datasets, s.dataset) != _modalities(datasets, family.source):
+            raise r.error(f"{key}.dataset", f"dataset {s.dataset!r} has channels {list(_modalities(datasets, s.dataset))}"
+                                            f" but plans family {s.plans!r} comes from {family.source!r} with "
+                                            f"{list(_modalities(datasets, family.source))}")
+        if s.per_fold and s.dataset in sources:
+            raise r.error(f"{key}.fold", f"strategies on a source dataset ({s.dataset!r}) train once: set fold = "
+                                         "\"all\" (target-domain folds exist in the other datasets only)")
         if s.evaluate == "cross-domain" and s.per_fold:
             raise r.error(f"{key}.evaluate", "cross-domain evaluation needs a model trained once (fold = \"all\")")
         if s.evaluate == "validation" and not s.per_fold:
@@ -280,14 +511,14 @@ def parse_plan(data: dict, origin: str = "<plan>", path: Optional[Path] = None) 
                 raise r.error(f"{key}.init", f"strategy {s.init!r} is trained per fold; init needs a fold-all model")
             if s.init == s.key:
                 raise r.error(f"{key}.init", "a strategy cannot start from itself")
+            if strategies[s.init].plans != s.plans:
+                raise r.error(f"{key}.init", f"strategy {s.init!r} trains with plans family "
+                                             f"{strategies[s.init].plans!r}, this one with {s.plans!r}: weights "
+                                             f"only load into the same network")
     configuration = r.get(data, "configuration", str, "", default="3d_fullres")
     reference = r.get(data, "reference", str, "", default=next(iter(strategies)))
     if reference not in strategies:
         raise r.error("reference", f"unknown strategy {reference!r} (known: {', '.join(strategies)})")
-    overrides = r.table(r.get(data, "overrides", dict, "", default={}), "overrides")
-    r.unknown(overrides, _OVERRIDE_KEYS, "overrides")
-    shrink = r.table(r.get(overrides, "shrink", dict, "overrides", default={}), "overrides.shrink")
-    r.unknown(shrink, _SHRINK_KEYS, "overrides.shrink")
     env_raw = r.table(r.get(overrides, "env", dict, "overrides", default={}), "overrides.env")
     env = {}
     for name, value in env_raw.items():
@@ -303,14 +534,15 @@ def parse_plan(data: dict, origin: str = "<plan>", path: Optional[Path] = None) 
         path=path,
         datasets=datasets,
         strategies=strategies,
+        families=families,
         configuration=configuration,
         folds=r.get(data, "folds", int, "", default=5, check=lambda v: v >= 2, hint="at least 2 folds"),
         target_domain=r.get(data, "target_domain", str, "", default="SSA"),
         reference=reference,
         description=r.get(data, "description", str, "", default=""),
-        plans=r.get(data, "plans", str, "", default="nnUNetPlans"),
+        plans=plans,
         planner=r.get(data, "planner", str, "", default=None),
-        transferred_plans=r.get(data, "transferred_plans", str, "", default=None),
+        transferred_plans=transferred_plans,
         split_seed=r.get(data, "split_seed", int, "", default=12345),
         device=r.get(data, "device", str, "", default="cuda", check=lambda v: v in ("cuda", "cpu", "mps"),
                      hint="cuda, cpu or mps"),

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 from nnunet_transfer import config
-from nnunet_transfer.experiments.plan import Plan, expand_source
+from nnunet_transfer.experiments.plan import DEFAULT_FAMILY, Plan, PlansFamily, expand_source
 from nnunet_transfer.experiments.steps import Layout, Step
 
 logger = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ def run_steps(plan: Plan, steps: Sequence[Step], workdir: Path, executor: Option
 
 
 def run_python_step(plan: Plan, layout: Layout, name: str) -> None:
-    """Run one of the plugin's Python steps (``fingerprint-<role>``, ``shrink-plans``)."""
+    """Run one of the plugin's Python steps (``fingerprint-<dataset>``, ``shrink-plans``, ``derive-plans-<family>``)."""
     from nnunet_transfer.planning import extract_fingerprint, shrink_plans, write_plans
 
     if name.startswith("fingerprint-"):
@@ -143,22 +143,40 @@ def run_python_step(plan: Plan, layout: Layout, name: str) -> None:
         logger.info("fingerprint of dataset %d with %g foreground voxels", plan.datasets[role].id, voxels)
         extract_fingerprint(plan.datasets[role].id, num_processes=plan.num_processes, foreground_voxels=voxels)
         return
-    if name == "shrink-plans":
-        folder = layout.pre_dir(plan.source)
-        source = folder / f"{plan.plans}.json"
+    family = _shrink_family(plan, name)
+    if family is not None:
+        folder = layout.pre_dir(plan.datasets[family.source])
+        source = folder / f"{family.base}.json"
         if not source.is_file():
-            raise FileNotFoundError(f"{source} does not exist; run nnUNetv2_plan_experiment -d {plan.source.id} first")
-        options = {k: (tuple(v) if isinstance(v, list) else v) for k, v in plan.shrink.items() if k != "plans_name"}
-        small = shrink_plans(json.loads(source.read_text()), plan.training_plans, configuration=plan.configuration,
+            raise FileNotFoundError(f"{source} does not exist; plan dataset {plan.datasets[family.source].id} "
+                                    f"first (nnUNetv2_plan_experiment, or the step that derives {family.base})")
+        options = {k: (tuple(v) if isinstance(v, list) else v) for k, v in family.shrink.items() if k != "plans_name"}
+        small = shrink_plans(json.loads(source.read_text()), family.name, configuration=plan.configuration,
                              **options)
         write_plans(folder, small)
         return
-    raise ValueError(f"unknown step {name!r}: the plugin runs fingerprint-<role> and shrink-plans itself")
+    raise ValueError(f"unknown step {name!r}: the plugin runs fingerprint-<dataset>, shrink-plans and "
+                     f"derive-plans-<family> (of shrink families) itself")
 
 
-def check_sources(plan: Plan, layout: Layout) -> None:
-    """Fail early when a BraTS folder still to convert is not set or missing."""
+def _shrink_family(plan: Plan, name: str) -> Optional[PlansFamily]:
+    if name == "shrink-plans":
+        family = plan.families[DEFAULT_FAMILY]
+    elif name.startswith("derive-plans-") and name[len("derive-plans-"):] in plan.families:
+        family = plan.families[name[len("derive-plans-"):]]
+    else:
+        return None
+    if family.derive != "shrink":
+        raise ValueError(f"step {name!r}: plans family {family.key!r} is not derived by shrinking")
+    return family
+
+
+def check_sources(plan: Plan, layout: Layout, steps: Optional[Sequence[Step]] = None) -> None:
+    """Fail early when a BraTS folder still to convert (by ``steps``, default all) is not set or missing."""
+    names = None if steps is None else {s.name for s in steps}
     for spec in plan.datasets.values():
+        if names is not None and f"convert-{spec.role}" not in names:
+            continue
         if spec.source and not spec.is_synth and not (layout.raw_dir(spec) / "dataset.json").is_file():
             folder = Path(expand_source(spec))
             if not folder.is_dir():

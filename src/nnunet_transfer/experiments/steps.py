@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
 from nnunet_transfer import config
-from nnunet_transfer.experiments.plan import DatasetSpec, Plan, Strategy, expand_source, selected_strategies
+from nnunet_transfer.experiments.plan import (DEFAULT_FAMILY, DatasetSpec, Plan, PlansFamily, Strategy, expand_source,
+                                              selected_strategies)
 
 CLI = "nnunet-transfer"
 STAGES = ("prepare", "train", "evaluate", "compare")
@@ -148,7 +149,7 @@ class Layout:
 
     def model_dir(self, strategy: Strategy) -> Path:
         spec = self.plan.datasets[strategy.dataset]
-        plans = self.plan.plans_for(strategy.dataset)
+        plans = self.plan.plans_for(strategy)
         return self.results / spec.folder_name / f"{strategy.trainer}__{plans}__{self.plan.configuration}"
 
     def prediction_dir(self, strategy: Strategy) -> Path:
@@ -223,10 +224,51 @@ def _self_step(layout: Layout, step: str) -> List[str]:
     return [CLI, "run", str(plan_path), "--workdir", str(layout.workdir), "--step", step]
 
 
-def data_steps(layout: Layout) -> List[Step]:
+@dataclass
+class Usage:
+    """What the chosen strategies need prepared: families (bases first), datasets, transfers."""
+
+    families: List[PlansFamily]                      # to derive, in order (a family after its base)
+    trained: Dict[str, List[str]]                    # family key -> datasets its strategies train on
+    datasets: List[str]                              # fingerprinted, planned (plan order)
+    converted: List[str]                             # converted or combined (plan order)
+    split: List[str]                                 # get target-domain splits
+
+
+def usage(plan: Plan, strategies: Optional[Sequence[Strategy]] = None) -> Usage:
+    """The families and datasets the strategies (default: all) train with, on and predict onto."""
+    strategies = list(plan.strategies.values()) if strategies is None else list(strategies)
+    used = {s.plans for s in strategies}
+    order: List[PlansFamily] = []
+
+    def visit(family: PlansFamily) -> None:
+        if family in order:
+            return
+        base = plan.base_family(family)
+        if base is not None:
+            visit(base)
+        order.append(family)
+
+    for family in plan.families.values():  # the plan's own plans first, then in declaration order
+        if family.key in used:
+            visit(family)
+    trained = {f.key: [r for r in plan.datasets if any(s.plans == f.key and s.dataset == r for s in strategies)]
+               for f in order}
+    needed = {f.source for f in order if f.key in used}
+    needed |= {s.dataset for s in strategies}
+    needed |= {plan.family(s).target for s in strategies if s.evaluate == "cross-domain"}
+    datasets = [r for r in plan.datasets if r in needed]
+    inputs = {part for r in datasets for part in plan.datasets[r].combine}
+    converted = [r for r in plan.datasets if r in needed or r in inputs]
+    sources = {f.source for f in plan.families.values()}
+    return Usage(order, trained, datasets, converted, [r for r in datasets if r not in sources])
+
+
+def data_steps(layout: Layout, strategies: Optional[Sequence[Strategy]] = None) -> List[Step]:
     plan, steps = layout.plan, []
     np_ = str(plan.num_processes)
-    for spec in plan.datasets.values():
+    specs = [plan.datasets[r] for r in usage(plan, strategies).converted]
+    for spec in specs:
         if spec.combine:
             continue
         dataset_json = layout.raw_dir(spec) / "dataset.json"
@@ -243,9 +285,10 @@ def data_steps(layout: Layout) -> List[Step]:
             command += ["--modalities", *spec.modalities]
         if spec.domain:
             command += ["--domain", spec.domain]
+        command += list(spec.convert_args)
         steps.append(Step(f"convert-{spec.role}", command + ["-np", np_], _all_files(dataset_json),
                           markers=[dataset_json]))
-    for spec in plan.datasets.values():
+    for spec in specs:
         if spec.combine:
             dataset_json = layout.raw_dir(spec) / "dataset.json"
             ids = [str(plan.datasets[r].id) for r in spec.combine]
@@ -254,10 +297,30 @@ def data_steps(layout: Layout) -> List[Step]:
     return steps
 
 
-def planning_steps(layout: Layout) -> List[Step]:
+def _suffix(family: PlansFamily) -> str:
+    """Step-name suffix of a family's steps (none for the plan's own plans, as before families)."""
+    return "" if family.key == DEFAULT_FAMILY else f"-{family.key}"
+
+
+def derive_step(layout: Layout, family: PlansFamily) -> Step:
+    """Derive a family's plans in its source's preprocessed folder (brainunet-plans or shrink)."""
+    plan = layout.plan
+    source = plan.datasets[family.source]
+    derived = layout.pre_dir(source) / f"{family.name}.json"
+    if family.derive == "brainunet-plans":
+        command = [CLI, "brainunet-plans", str(source.id), "-p", family.base, "-o", family.name,
+                   "-c", plan.configuration, *family.args]
+        name = f"derive-plans-{family.key}"
+    else:
+        name = "shrink-plans" if family.key == DEFAULT_FAMILY else f"derive-plans-{family.key}"
+        command = _self_step(layout, name)
+    return Step(name, command, _all_files(derived), markers=[derived])
+
+
+def planning_steps(layout: Layout, strategies: Optional[Sequence[Strategy]] = None) -> List[Step]:
     plan, steps = layout.plan, []
-    specs = list(plan.datasets.values())
-    targets = [s for s in specs if s.role != "source"]
+    use = usage(plan, strategies)
+    specs = [plan.datasets[r] for r in use.datasets]
     for spec in specs:
         fingerprint = layout.pre_dir(spec) / "dataset_fingerprint.json"
         if plan.fingerprint_voxels is not None:
@@ -271,21 +334,33 @@ def planning_steps(layout: Layout) -> List[Step]:
         if plan.planner:
             command += ["-pl", plan.planner]
         steps.append(Step(f"plan-{spec.role}", command, _all_files(plans_file), markers=[plans_file]))
-    source = plan.source
-    if plan.shrink:
-        shrunk = layout.pre_dir(source) / f"{plan.training_plans}.json"
-        steps.append(Step("shrink-plans", _self_step(layout, "shrink-plans"), _all_files(shrunk), markers=[shrunk]))
-    for spec in targets:
-        moved = layout.pre_dir(spec) / f"{plan.target_plans}.json"
-        steps.append(Step(f"transfer-plans-{spec.role}", [
-            "nnUNetv2_move_plans_between_datasets", "-s", str(source.id), "-t", str(spec.id),
-            "-sp", plan.training_plans, "-tp", plan.target_plans], _all_files(moved), markers=[moved]))
-    for spec in specs:
-        # the source's shrunken plans share the data of its full plans
-        plans = plan.plans if spec.role == "source" else plan.target_plans
-        steps.append(Step(f"preprocess-{spec.role}", [
-            "nnUNetv2_preprocess", "-d", str(spec.id), "-plans_name", plans, "-c", plan.configuration,
-            "-np", str(plan.num_processes)], _preprocessed_done(layout, spec, plans)))
+    steps += [derive_step(layout, f) for f in use.families if f.derive is not None]
+    for family in use.families:
+        source = plan.datasets[family.source]
+        for role in use.trained[family.key]:
+            if role == family.source:
+                continue
+            spec = plan.datasets[role]
+            moved = layout.pre_dir(spec) / f"{family.transferred_name}.json"
+            steps.append(Step(f"transfer-plans-{role}{_suffix(family)}", [
+                "nnUNetv2_move_plans_between_datasets", "-s", str(source.id), "-t", str(spec.id),
+                "-sp", family.name, "-tp", family.transferred_name], _all_files(moved), markers=[moved]))
+    preprocessed = set()
+    for family in use.families:
+        if not use.trained[family.key]:
+            continue  # only derived as the base of another family
+        # the source first (shrunken plans share the data of the plans they shrink)
+        jobs = [(family.source, plan.data_plans(family))]
+        jobs += [(r, family.transferred_name) for r in use.trained[family.key] if r != family.source]
+        for role, plans in jobs:
+            if (role, plans) in preprocessed:
+                continue
+            preprocessed.add((role, plans))
+            spec = plan.datasets[role]
+            steps.append(Step(f"preprocess-{role}{_suffix(family)}", [
+                "nnUNetv2_preprocess", "-d", str(spec.id), "-plans_name", plans, "-c", plan.configuration,
+                "-np", str(plan.num_processes)], _preprocessed_done(layout, spec, plans)))
+    targets = [plan.datasets[r] for r in use.split]
     if targets:
         steps.append(Step("splits", [
             CLI, "splits", *[str(s.id) for s in targets], "--target-domain", plan.target_domain,
@@ -299,7 +374,7 @@ def train_step(layout: Layout, strategy: Strategy, fold: str) -> Step:
     spec = plan.datasets[strategy.dataset]
     fold_dir = layout.model_dir(strategy) / f"fold_{fold}"
     command = ["nnUNetv2_train", str(spec.id), plan.configuration, fold, "-tr", strategy.trainer,
-               "-p", plan.plans_for(strategy.dataset)]
+               "-p", plan.plans_for(strategy)]
     pretrained = None
     if strategy.init is not None:
         pretrained = layout.model_dir(plan.strategies[strategy.init]) / "fold_all" / "checkpoint_final.pth"
@@ -314,7 +389,7 @@ def train_step(layout: Layout, strategy: Strategy, fold: str) -> Step:
 def evaluation_steps(layout: Layout, strategy: Strategy, folds: Sequence[int]) -> List[Step]:
     plan, steps = layout.plan, []
     if strategy.evaluate == "cross-domain":
-        target = plan.datasets["target"]
+        target = plan.datasets[plan.family(strategy).target]
         for fold in folds:
             summary = layout.validation_dir(strategy, str(fold)) / "summary.json"
             steps.append(Step(f"predict-{strategy.key}-fold_{fold}", [
@@ -366,7 +441,7 @@ def build_steps(plan: Plan, workdir: Union[str, Path], folds: Optional[Sequence[
     if bad:
         raise ValueError(f"fold(s) {', '.join(map(str, bad))} out of range: the plan has {plan.folds} folds (0..{plan.folds - 1})")
     chosen = selected_strategies(plan, list(strategies) if strategies else None)
-    steps = data_steps(layout) + planning_steps(layout)
+    steps = data_steps(layout, chosen) + planning_steps(layout, chosen)
     # fold-all models first (fine-tuning starts from them), then per-fold trainings by strategy
     steps += [train_step(layout, s, "all") for s in chosen if not s.per_fold]
     steps += [train_step(layout, s, str(f)) for s in chosen if s.per_fold for f in folds]
