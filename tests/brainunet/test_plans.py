@@ -3,13 +3,14 @@
 import copy
 import json
 
+import logging
+
 import pytest
 import torch
 from dynamic_network_architectures.architectures.unet import PlainConvUNet
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
 from nnunet_transfer.brainunet.network import AttentionResidualUNet
-from nnunet_transfer.brainunet.normalization import SCHEME_NAME
 from nnunet_transfer.brainunet.plans import (CHECKPOINT_LIMIT_MB, NETWORK_CLASS, count_parameters,
                                              derive_brainunet_plans, estimate_checkpoint_mb)
 
@@ -62,10 +63,11 @@ def test_brats_plans_fit_the_checkpoint_budget_and_keep_preprocessing():
     assert kwargs["attention_gates"] is True
     assert (cfg["patch_size"], cfg["batch_size"], cfg["spacing"]) == ([128, 128, 128], 2, [1.0, 1.0, 1.0])
     assert kwargs["strides"] == plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["strides"]
-    assert cfg["normalization_schemes"] == [SCHEME_NAME] * 4
-    assert cfg["data_identifier"] == "nnUNetPlans_BrainUNet_3d_fullres"
-    # inheriting configurations get their own data too, untouched others keep theirs
-    assert new["configurations"]["3d_cascade_like"]["data_identifier"] == "nnUNetPlans_BrainUNet_3d_cascade_like"
+    # nnU-Net's preprocessing is kept: z-score within the brain, the same preprocessed data
+    before_cfg = plans["configurations"]["3d_fullres"]
+    for key in ("normalization_schemes", "use_mask_for_norm", "data_identifier"):
+        assert cfg[key] == before_cfg[key]
+    assert new["configurations"]["3d_cascade_like"] == plans["configurations"]["3d_cascade_like"]
     assert new["configurations"]["2d"] == plans["configurations"]["2d"]
     info = new["brainunet"]["configurations"]["3d_fullres"]
     assert info["estimated_checkpoint_mb"] < CHECKPOINT_LIMIT_MB
@@ -93,8 +95,8 @@ def test_tighter_budget_removes_blocks_then_features():
     assert new["brainunet"]["configurations"]["3d_fullres"]["estimated_checkpoint_mb"] <= 30
 
 
-def test_default_converts_all_configurations_and_keep_normalization():
-    new = derive_brainunet_plans(brats_plans(), percentile_normalization=False)
+def test_default_converts_all_configurations_and_keeps_their_data():
+    new = derive_brainunet_plans(brats_plans())
     for name in ("2d", "3d_fullres"):
         cfg = new["configurations"][name]
         assert cfg["architecture"]["network_class_name"] == NETWORK_CLASS
@@ -105,11 +107,28 @@ def test_default_converts_all_configurations_and_keep_normalization():
     assert net(torch.zeros(1, 4, 64, 64)).shape == (1, 4, 64, 64)
 
 
-def test_non_zscore_schemes_are_kept():
+def test_normalization_other_than_zscore_within_the_brain_is_kept_with_a_warning(caplog):
     plans = brats_plans()
-    plans["configurations"]["3d_fullres"]["normalization_schemes"][1] = "CTNormalization"
-    cfg = derive_brainunet_plans(plans, configurations=["3d_fullres"])["configurations"]["3d_fullres"]
-    assert cfg["normalization_schemes"] == [SCHEME_NAME, "CTNormalization", SCHEME_NAME, SCHEME_NAME]
+    cfg = plans["configurations"]["3d_fullres"]
+    cfg["normalization_schemes"][1] = "CTNormalization"
+    cfg["use_mask_for_norm"][2] = False
+    with caplog.at_level(logging.WARNING, logger="nnunet_transfer.brainunet.plans"):
+        new = derive_brainunet_plans(plans, configurations=["3d_fullres"])["configurations"]["3d_fullres"]
+    assert new["normalization_schemes"] == cfg["normalization_schemes"]
+    assert new["use_mask_for_norm"] == [True, True, False, True]
+    assert "channel 1: CTNormalization" in caplog.text and "channel 2: ZScoreNormalization without" in caplog.text
+    assert "channel 0" not in caplog.text
+
+
+def test_intensity_clipping_of_the_dataset_is_recorded_or_warned_about(caplog):
+    clipping = {"percentiles": [0.5, 99.5], "within": "nonzero"}
+    with caplog.at_level(logging.WARNING, logger="nnunet_transfer.brainunet.plans"):
+        new = derive_brainunet_plans(brats_plans(), configurations=["3d_fullres"],
+                                     dataset_json={**DATASET_JSON, "intensity_clipping": clipping})
+    assert new["brainunet"]["intensity_clipping"] == clipping and "clip" not in caplog.text
+    with caplog.at_level(logging.WARNING, logger="nnunet_transfer.brainunet.plans"):
+        new = derive_brainunet_plans(brats_plans(), configurations=["3d_fullres"], dataset_json=DATASET_JSON)
+    assert new["brainunet"]["intensity_clipping"] is None and "--clip-percentiles 0.5 99.5" in caplog.text
 
 
 def test_unknown_configuration_is_a_clear_error():

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from nnunet_transfer.cli import main
 from tests.conftest import cli, run_cmd
 from tests.dataset_conversion.conftest import gli_ids, make_brats, make_case, ssa_ids
 
@@ -34,3 +35,13 @@ def test_cli_end_to_end(tmp_path, nnunet_env):
     assert "wrote 2 BraTS 2021 label file(s)" in out.stdout
     too_many = run_cmd(cli("splits", "232", "--target-domain", "SSA", "--folds", "10"), env=nnunet_env, check=False)
     assert too_many.returncode == 1 and "cannot make 10 folds from 5 target case(s)" in too_many.stderr
+
+
+def test_convert_clip_percentiles_flag(tmp_path, nnunet_env, capsys, caplog):
+    ssa = make_brats(tmp_path / "ssa", ssa_ids(2))
+    assert main(["convert", str(ssa), "-d", "232", "-n", "SSA", "--clip-percentiles", "0.5", "99.5"]) == 0
+    assert "clipped to their 0.5th and 99.5th percentiles" in capsys.readouterr().out
+    data = json.loads((Path(nnunet_env["nnUNet_raw"]) / "Dataset232_SSA" / "dataset.json").read_text())
+    assert data["intensity_clipping"] == {"percentiles": [0.5, 99.5], "within": "nonzero"}
+    assert main(["convert", str(ssa), "-d", "233", "-n", "SSA2", "--clip-percentiles", "0.5", "99.5", "--link"]) == 1
+    assert "cannot be combined" in caplog.text and "Traceback" not in caplog.text

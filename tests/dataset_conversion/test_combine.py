@@ -51,3 +51,15 @@ def test_combine_refuses_different_channels_and_colliding_ids(converted, tmp_pat
     with pytest.raises(FileNotFoundError, match="no nnU-Net raw dataset 299"):
         combine_datasets([231, 299], 235, "X")
     assert not list(gli.parent.glob("Dataset235_*"))
+
+
+def test_combine_refuses_different_intensity_clipping_and_keeps_a_shared_one(gli_folder, ssa_folder, nnunet_env):
+    clip = (0.5, 99.5)
+    convert_brats(gli_folder, 231, "GLI", clip_percentiles=clip)
+    convert_brats(ssa_folder, 232, "SSA")
+    with pytest.raises(ValueError, match=r"intensity_clipping differ.*--clip-percentiles"):
+        combine_datasets([231, 232], 233, "GLI_SSA")
+    convert_brats(ssa_folder, 234, "SSAclip", clip_percentiles=clip)
+    out = combine_datasets([231, 234], 235, "GLI_SSAclip")
+    assert json.loads((out / "dataset.json").read_text())["intensity_clipping"] == {"percentiles": [0.5, 99.5],
+                                                                                    "within": "nonzero"}

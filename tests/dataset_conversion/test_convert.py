@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nnunet_transfer.dataset_conversion import DefectiveCasesError, convert_brats
+from nnunet_transfer.dataset_conversion import DefectiveCasesError, clip_to_percentiles, convert_brats
 from tests.dataset_conversion.conftest import (DIRECTION, MODALITY_BASE, ORIGIN, SHAPE, SPACING, gli_ids,
-                                               label_array, make_brats, make_case, ssa_ids)
+                                               label_array, make_brats, make_case, ssa_ids, write_image)
 
 
 def read(path):
@@ -44,6 +44,7 @@ def test_channels_labels_geometry_and_dataset_json(gli_folder, nnunet_env):
     assert data["domains"] == {c: "GLI" for c in cases}
     assert "regions_class_order" not in data
     assert data["conversion"]["layout"] == "brats2023" and data["conversion"]["skipped"] == {}
+    assert "intensity_clipping" not in data
 
 
 def test_brats2021_layout_labels_4_become_3(tmp_path, nnunet_env):
@@ -101,6 +102,60 @@ def test_link_symlinks_images_that_need_no_rewrite(gli_folder, nnunet_env):
     assert image.is_symlink()
     assert os.path.realpath(image) == str((gli_folder / "BraTS-GLI-00000-000" / "BraTS-GLI-00000-000-t1n.nii.gz").resolve())
     assert not (out / "labelsTr" / "BraTS-GLI-00000-000.nii.gz").is_symlink()  # float64 labels are rewritten
+
+
+def test_clip_percentiles_clips_every_image_of_training_and_test_cases(tmp_path, nnunet_env):
+    source = make_brats(tmp_path / "ssa", ssa_ids(2))
+    make_case(source, "BraTS-SSA-00050-000", labeled=False, seed=50)
+    # a skull-stripped-like FLAIR: zero outside the brain, one hot voxel inside
+    hot = np.zeros(SHAPE, dtype=np.int16)
+    hot[2:8, 3:11, 2:10] = MODALITY_BASE["t2f"] + np.random.default_rng(3).integers(0, 500, (6, 8, 8))
+    hot[4, 6, 5] = 32000
+    write_image(hot, source / "BraTS-SSA-00000-000" / "BraTS-SSA-00000-000-t2f.nii.gz")
+    plain = convert_brats(source, 240, "SSAplain", modalities=["t2f", "t1c", "t2w"])
+    out = convert_brats(source, 241, "SSAclip", modalities=["t2f", "t1c", "t2w"], clip_percentiles=(0.5, 99.5))
+    suffixes = ["t2f", "t1c", "t2w"]
+    for subset, case in [("imagesTr", "BraTS-SSA-00000-000"), ("imagesTr", "BraTS-SSA-00001-000"),
+                         ("imagesTs", "BraTS-SSA-00050-000")]:
+        for channel, suffix in enumerate(suffixes):
+            image, data = read(out / subset / f"{case}_{channel:04d}.nii.gz")
+            _, original = read(source / case / f"{case}-{suffix}.nii.gz")
+            assert image.GetPixelID() == sitk.sitkFloat32
+            assert image.GetOrigin() == ORIGIN and image.GetDirection() == DIRECTION
+            assert np.allclose(image.GetSpacing(), SPACING)
+            np.testing.assert_array_equal(data, clip_to_percentiles(original, None, 0.5, 99.5))
+            assert data.max() < original.max()  # every image has its own top 0.5 % clipped
+    _, flair = read(out / "imagesTr" / "BraTS-SSA-00000-000_0000.nii.gz")
+    assert flair[4, 6, 5] < MODALITY_BASE["t2f"] + 500 and np.all(flair[hot == 0] == 0)
+    for case in ("BraTS-SSA-00000-000", "BraTS-SSA-00001-000"):  # labels are not touched
+        assert read(out / "labelsTr" / f"{case}.nii.gz")[1].tolist() == \
+            read(plain / "labelsTr" / f"{case}.nii.gz")[1].tolist()
+    data = json.loads((out / "dataset.json").read_text())
+    assert data["intensity_clipping"] == {"percentiles": [0.5, 99.5], "within": "nonzero"}
+    assert data["numTraining"] == 2 and data["channel_names"] == {"0": "FLAIR", "1": "T1Gd", "2": "T2"}
+    # idempotent
+    before = (out / "imagesTs" / "BraTS-SSA-00050-000_0001.nii.gz").read_bytes()
+    again = convert_brats(source, 241, "SSAclip", modalities=["t2f", "t1c", "t2w"], clip_percentiles=(0.5, 99.5))
+    assert again == out
+    assert (out / "imagesTs" / "BraTS-SSA-00050-000_0001.nii.gz").read_bytes() == before
+
+
+def test_clip_percentiles_refuses_link_and_bad_percentiles(gli_folder, nnunet_env):
+    with pytest.raises(ValueError, match="--link.*cannot be combined with.*--clip-percentiles"):
+        convert_brats(gli_folder, 242, "X", link=True, clip_percentiles=(0.5, 99.5))
+    with pytest.raises(ValueError, match="0 <= LOW < HIGH <= 100"):
+        convert_brats(gli_folder, 242, "X", clip_percentiles=(99.5, 0.5))
+    assert os.listdir(nnunet_env["nnUNet_raw"]) == []
+
+
+def test_clip_percentiles_reports_nan_as_a_defect(tmp_path, nnunet_env):
+    source = make_brats(tmp_path / "src", ssa_ids(1))
+    make_case(source, "BraTS-SSA-00007-000", seed=7, float_images=True)
+    array = np.full(SHAPE, 100.0, dtype=np.float32)
+    array[0, 0, 0] = np.nan
+    write_image(array, source / "BraTS-SSA-00007-000" / "BraTS-SSA-00007-000-t1n.nii.gz")
+    with pytest.raises(DefectiveCasesError, match="BraTS-SSA-00007-000-t1n.nii.gz: 1 NaN"):
+        convert_brats(source, 243, "Y", clip_percentiles=(0.5, 99.5))
 
 
 @pytest.mark.parametrize("defect, file_part, message", [

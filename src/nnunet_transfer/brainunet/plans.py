@@ -1,19 +1,24 @@
 """Derive BrainUNet plans from a dataset's nnU-Net plans.
 
-The derived plans keep nnU-Net's spacing, patch size, batch size and strides, swap the
-network for :class:`~nnunet_transfer.brainunet.network.AttentionResidualUNet` with fewer
-features (residual blocks, attention-gated skips), and switch the intensity normalisation
-to :class:`~nnunet_transfer.brainunet.normalization.PercentileZScoreNormalization`. The
-residual blocks per stage are reduced from the deepest stage up until the estimated
-checkpoint (fp32 weights plus SGD momentum, as nnU-Net saves it) fits the size budget.
+The derived plans keep nnU-Net's preprocessing (spacing, normalisation schemes,
+``use_mask_for_norm``, data identifier, so nnU-Net's preprocessed data is reused), patch
+size, batch size and strides, and swap the network for
+:class:`~nnunet_transfer.brainunet.network.AttentionResidualUNet` with fewer features
+(residual blocks, attention-gated skips). The residual blocks per stage are reduced from
+the deepest stage up until the estimated checkpoint (fp32 weights plus SGD momentum, as
+nnU-Net saves it) fits the size budget.
 
-A different normalisation means different preprocessed data, so the data identifier
-becomes ``<plans name>_<configuration>``: run ``nnUNetv2_preprocess -d ID -plans_name
-nnUNetPlans_BrainUNet -c 3d_fullres`` after deriving the plans.
+BrainUNet's intensity preprocessing is percentile clipping at conversion
+(``nnunet-transfer convert --clip-percentiles 0.5 99.5``), then nnU-Net's own
+``ZScoreNormalization`` within the brain (``use_mask_for_norm``, which nnU-Net's planner
+sets for skull-stripped data such as BraTS). Given the dataset.json, the plans record
+the dataset's clipping under ``brainunet.intensity_clipping`` and a warning says when it
+is missing.
 
 Example:
     >>> plans = {"plans_name": "nnUNetPlans", "configurations": {"3d_fullres": {
     ...     "data_identifier": "nnUNetPlans_3d_fullres", "normalization_schemes": ["ZScoreNormalization"] * 4,
+    ...     "use_mask_for_norm": [True] * 4,
     ...     "architecture": {"network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
     ...     "arch_kwargs": {"n_stages": 6, "features_per_stage": [32, 64, 128, 256, 320, 320],
     ...     "conv_op": "torch.nn.modules.conv.Conv3d", "kernel_sizes": [[3, 3, 3]] * 6,
@@ -28,6 +33,8 @@ Example:
     [16, 32, 64, 128, 160, 160]
     >>> new["brainunet"]["configurations"]["3d_fullres"]["estimated_checkpoint_mb"] < 90
     True
+    >>> new["configurations"]["3d_fullres"]["data_identifier"]  # nnU-Net's preprocessed data is reused
+    'nnUNetPlans_3d_fullres'
 """
 
 from __future__ import annotations
@@ -132,8 +139,7 @@ def derive_brainunet_plans(plans: dict, new_plans_name: str = DEFAULT_PLANS_NAME
                            width_divisor: int = 2, max_features: Optional[int] = None,
                            n_blocks_per_stage: Optional[Sequence[int]] = None,
                            n_conv_per_stage_decoder: Optional[Sequence[int]] = None,
-                           attention_reduction: int = 2, max_checkpoint_mb: float = 85.0,
-                           percentile_normalization: bool = True) -> dict:
+                           attention_reduction: int = 2, max_checkpoint_mb: float = 85.0) -> dict:
     """Return BrainUNet plans derived from nnU-Net ``plans`` (the input is not modified).
 
     Args:
@@ -141,7 +147,8 @@ def derive_brainunet_plans(plans: dict, new_plans_name: str = DEFAULT_PLANS_NAME
         new_plans_name: the derived plans' name (and file name stem).
         configurations: configurations to convert; ``None`` converts every configuration
             that defines its own architecture (the others inherit it).
-        dataset_json: the dataset's ``dataset.json``, for the number of output channels.
+        dataset_json: the dataset's ``dataset.json``, for the number of output channels and
+            its ``intensity_clipping`` (recorded; warned about when absent).
         width_divisor: features per stage are nnU-Net's divided by this.
         max_features: cap on the features of any stage.
         n_blocks_per_stage: residual blocks per encoder stage (default ``[1, 2, 2, ...]``,
@@ -150,8 +157,6 @@ def derive_brainunet_plans(plans: dict, new_plans_name: str = DEFAULT_PLANS_NAME
         attention_reduction: attention gates use ``skip_channels // attention_reduction`` channels.
         max_checkpoint_mb: size budget of the training checkpoint (weights + optimizer state);
             the default 85 leaves headroom under the 90 MB goal.
-        percentile_normalization: switch z-score channels to ``PercentileZScoreNormalization``
-            (new data identifier); ``False`` keeps nnU-Net's normalisation and preprocessed data.
     """
     new = copy.deepcopy(plans)
     new["plans_name"] = new_plans_name
@@ -178,19 +183,19 @@ def derive_brainunet_plans(plans: dict, new_plans_name: str = DEFAULT_PLANS_NAME
         config = all_configs[name]
         config["architecture"] = {"network_class_name": NETWORK_CLASS, "arch_kwargs": kwargs,
                                   "_kw_requires_import": [k for k in _REQUIRES_IMPORT if k in kwargs]}
-        if percentile_normalization:
-            config["normalization_schemes"] = _percentile_schemes(resolved.get("normalization_schemes", []))
-            config["data_identifier"] = f"{new_plans_name}_{name}"
+        _check_normalization(name, resolved)
         info[name].update({"features_per_stage": kwargs["features_per_stage"],
                            "n_blocks_per_stage": kwargs["n_blocks_per_stage"]})
         logger.info("BrainUNet %s: %d parameters, checkpoint ~%.1f MB, features %s, blocks %s", name,
                     info[name]["parameters"], info[name]["estimated_checkpoint_mb"], kwargs["features_per_stage"],
                     kwargs["n_blocks_per_stage"])
-    if percentile_normalization:
-        for name, cfg in all_configs.items():  # inheriting configurations must not share the old data
-            if name not in chosen and "data_identifier" in cfg and _inherits_from_any(all_configs, name, chosen):
-                cfg["data_identifier"] = f"{new_plans_name}_{name}"
-    new["brainunet"] = {"source_plans": plans.get("plans_name"), "configurations": info}
+    clipping = None if dataset_json is None else dataset_json.get("intensity_clipping")
+    if dataset_json is not None and clipping is None:
+        logger.warning("the dataset was converted without intensity clipping; BrainUNet clips each image to its "
+                       "0.5th / 99.5th percentiles at conversion: `nnunet-transfer convert ... --clip-percentiles "
+                       "0.5 99.5` (the plans work either way)")
+    new["brainunet"] = {"source_plans": plans.get("plans_name"), "intensity_clipping": clipping,
+                        "configurations": info}
     return new
 
 
@@ -206,24 +211,15 @@ def _resolve(configs: dict, name: str, seen: Optional[List[str]] = None) -> dict
     return base
 
 
-def _inherits_from_any(configs: dict, name: str, parents: Sequence[str]) -> bool:
-    parent = configs[name].get("inherits_from")
-    while parent is not None:
-        if parent in parents:
-            return True
-        parent = configs[parent].get("inherits_from")
-    return False
-
-
-def _percentile_schemes(schemes: Sequence[str]) -> List[str]:
-    from nnunet_transfer.brainunet.normalization import SCHEME_NAME
-
-    out = []
-    for scheme in schemes:
-        if scheme == "ZScoreNormalization":
-            out.append(SCHEME_NAME)
-        else:
-            logger.warning("keeping normalisation %s (only z-score channels switch to %s)", scheme, SCHEME_NAME)
-            out.append(scheme)
-    return out
+def _check_normalization(name: str, config: dict) -> None:
+    """Warn when nnU-Net's plans do not z-score every channel within the brain (BrainUNet's recipe)."""
+    schemes = config.get("normalization_schemes", [])
+    masks = config.get("use_mask_for_norm", [])
+    odd = [f"channel {i}: {scheme}{'' if i < len(masks) and masks[i] else ' without use_mask_for_norm'}"
+           for i, scheme in enumerate(schemes)
+           if scheme != "ZScoreNormalization" or not (i < len(masks) and masks[i])]
+    if odd:
+        logger.warning("configuration %s keeps nnU-Net's normalisation, which is not a z-score within the brain for "
+                       "%s (nnU-Net sets use_mask_for_norm for skull-stripped data such as BraTS)", name,
+                       "; ".join(odd))
 

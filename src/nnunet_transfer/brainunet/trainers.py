@@ -11,12 +11,14 @@ nnUNetTrainerBrainUNetFineTune                ... fine-tuning from ``-pretrained
 ============================================  =====================================================
 
 Use them with BrainUNet plans (``nnunet-transfer brainunet-plans``), which select the
-attention residual U-Net and the percentile normalisation; with other plans they train
-that plans' network with BrainUNet's loss and augmentation.
+attention residual U-Net and keep nnU-Net's preprocessing; with other plans they train
+that plans' network with BrainUNet's loss and augmentation. Intensities are clipped at
+conversion (``nnunet-transfer convert --clip-percentiles 0.5 99.5``), not here.
 
 Example:
+    nnunet-transfer convert /data/BraTS-SSA -d 233 -n BraTSSSA --clip-percentiles 0.5 99.5
+    nnUNetv2_plan_and_preprocess -d 233 -c 3d_fullres
     nnunet-transfer brainunet-plans 233
-    nnUNetv2_preprocess -d 233 -plans_name nnUNetPlans_BrainUNet -c 3d_fullres
     nnUNetv2_train 233 3d_fullres all -tr nnUNetTrainerBrainUNet -p nnUNetPlans_BrainUNet
 """
 
@@ -85,16 +87,6 @@ class BrainUNetMixin:
         self.print_to_log_file(f"nnunet-transfer: Tversky + CE loss (alpha {self.tversky_alpha}, beta "
                                f"{self.tversky_beta}); motion p={self.motion_probability}, ghosting "
                                f"p={self.ghosting_probability}")
-        self._ensure_normalization_scheme()
-
-    def _ensure_normalization_scheme(self) -> None:
-        from nnunet_transfer.brainunet.normalization import SCHEME_NAME, install_scheme
-
-        if SCHEME_NAME in self.configuration_manager.normalization_schemes:
-            try:  # nnUNetv2_predict will need it to preprocess new cases
-                install_scheme()
-            except RuntimeError as exc:
-                self.print_to_log_file(f"nnunet-transfer: WARNING {exc}")
 
     def _build_loss(self):
         return use_tversky(super()._build_loss(), self.tversky_alpha, self.tversky_beta)

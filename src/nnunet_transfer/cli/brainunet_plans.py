@@ -3,12 +3,15 @@
 Reads $nnUNet_preprocessed/DatasetXXX_Name/<plans>.json (default nnUNetPlans, made by
 nnUNetv2_plan_experiment) and writes <output>.json (default nnUNetPlans_BrainUNet) next to
 it: the attention residual U-Net with fewer features, residual blocks fitted so that the
-training checkpoint stays under the size budget, and percentile-clipping z-score
-normalisation (installed into nnU-Net's normalisation folder, which is the only place
-nnU-Net looks for schemes). Then preprocess with the new plans, train and predict:
+training checkpoint stays under the size budget. nnU-Net's preprocessing is kept (its
+z-score within the brain, use_mask_for_norm, and its preprocessed data); BrainUNet's
+percentile clipping happens at conversion (nnunet-transfer convert --clip-percentiles
+0.5 99.5), and a warning says when the dataset was converted without it. Nothing is
+written outside the dataset's preprocessed folder.
 
+  nnunet-transfer convert /data/BraTS-SSA -d 233 -n BraTSSSA --clip-percentiles 0.5 99.5
+  nnUNetv2_plan_and_preprocess -d 233 -c 3d_fullres
   nnunet-transfer brainunet-plans 233
-  nnUNetv2_preprocess -d 233 -plans_name nnUNetPlans_BrainUNet -c 3d_fullres
   nnUNetv2_train 233 3d_fullres 0 -tr nnUNetTrainerBrainUNet -p nnUNetPlans_BrainUNet
   nnUNetv2_predict -i imagesTs -o preds -d 233 -c 3d_fullres -f 0 -tr nnUNetTrainerBrainUNet -p nnUNetPlans_BrainUNet
 
@@ -32,10 +35,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width-divisor", type=int, default=2,
                         help="divide nnU-Net's features per stage by this (default: 2)")
     parser.add_argument("--max-features", type=int, default=None, help="cap the features of any stage")
-    parser.add_argument("--keep-normalization", action="store_true",
-                        help="keep nnU-Net's normalisation (and its preprocessed data) instead of percentile clipping")
-    parser.add_argument("--no-install-scheme", action="store_true",
-                        help="do not install the normalisation shim into nnU-Net's package")
 
 
 def _dataset_folder(dataset: str):
@@ -54,10 +53,22 @@ def _dataset_folder(dataset: str):
     return folder
 
 
+def _dataset_json(folder):
+    """The dataset.json nnU-Net copied into the preprocessed folder, else the raw dataset's, else None."""
+    import json
+
+    from nnunet_transfer import config
+
+    raw = config.nnunet_raw(required=False)
+    for candidate in (folder / "dataset.json", raw / folder.name / "dataset.json" if raw else None):
+        if candidate is not None and candidate.is_file():
+            return json.loads(candidate.read_text())
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from nnunet_transfer.brainunet.normalization import install_scheme
     from nnunet_transfer.brainunet.plans import derive_brainunet_plans
     from nnunet_transfer.planning import write_plans
 
@@ -72,16 +83,17 @@ def run(args: argparse.Namespace) -> int:
         plans = json.loads(source.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"plans file {source} is not valid JSON: {exc}") from exc
-    dataset_json_file = folder / "dataset.json"
-    dataset_json = json.loads(dataset_json_file.read_text()) if dataset_json_file.is_file() else None
+    dataset_json = _dataset_json(folder)
     new = derive_brainunet_plans(plans, args.output, args.configurations, dataset_json,
                                  width_divisor=args.width_divisor, max_features=args.max_features,
-                                 max_checkpoint_mb=args.max_checkpoint_mb,
-                                 percentile_normalization=not args.keep_normalization)
+                                 max_checkpoint_mb=args.max_checkpoint_mb)
     target = write_plans(folder, new)
-    if not args.keep_normalization and not args.no_install_scheme:
-        install_scheme()
     print(f"wrote {target}")
+    clipping = new["brainunet"]["intensity_clipping"]
+    if clipping:
+        print(f"  images clipped at conversion to percentiles {clipping['percentiles']} ({clipping['within']} voxels)")
+    elif dataset_json is not None:
+        print("  note: the dataset was converted without --clip-percentiles (BrainUNet uses 0.5 99.5)")
     for name, info in new["brainunet"]["configurations"].items():
         print(f"  {name}: {info['parameters'] / 1e6:.2f} M parameters, checkpoint ~{info['estimated_checkpoint_mb']:.1f} "
               f"MB, features {info['features_per_stage']}, residual blocks {info['n_blocks_per_stage']}, data "

@@ -7,9 +7,15 @@ NCR=1, ED=2, ET=3 (2021's 4 becomes 3). Cases without a segmentation go to image
 Every case is checked first; a defective case stops the conversion (nothing is written)
 unless --skip-bad is given.
 
+--clip-percentiles LOW HIGH clips every image channel of every case (training and test) to
+that image's own LOW/HIGH percentiles inside the brain (its nonzero voxels) and writes it
+as float32; dataset.json records it under "intensity_clipping". BrainUNet uses 0.5 99.5.
+Convert the cases you will predict on later with the same flag. Not with --link.
+
 Examples:
   nnunet-transfer convert /data/ASNR-MICCAI-BraTS2023-GLI-Challenge-TrainingData -d 231 -n BraTS23GLI -np 8
   nnunet-transfer convert /data/BraTS2023-SSA-TrainingData_V2 -d 232 -n BraTS23SSA --modalities t2f t1c t2w
+  nnunet-transfer convert /data/BraTS2023-SSA-TrainingData_V2 -d 242 -n BraTS23SSAclip --clip-percentiles 0.5 99.5
 """
 
 from __future__ import annotations
@@ -27,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="region-based dataset.json (whole tumour, tumour core, enhancing tumour)")
     parser.add_argument("--domain", help="domain of every case (default: from the case prefix, e.g. GLI, SSA)")
     parser.add_argument("--link", action="store_true", help="symlink files that need no rewriting instead of copying")
+    parser.add_argument("--clip-percentiles", nargs=2, type=float, metavar=("LOW", "HIGH"), default=None,
+                        help="clip each image to its own LOW/HIGH percentiles inside the brain (nonzero voxels) and "
+                             "write float32, e.g. 0.5 99.5 for BrainUNet (not with --link)")
     parser.add_argument("--skip-bad", action="store_true", help="convert the good cases and list the defective ones")
     parser.add_argument("--full-check", action="store_true",
                         help="also decompress integer images to prove them readable (slower)")
@@ -41,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
 
     target = convert_brats(Path(args.source), args.dataset_id, args.name, modalities=args.modalities,
                            regions=args.regions, domain=args.domain, link=args.link, skip_bad=args.skip_bad,
-                           num_processes=args.num_processes, full_check=args.full_check)
+                           num_processes=args.num_processes, full_check=args.full_check,
+                           clip_percentiles=tuple(args.clip_percentiles) if args.clip_percentiles else None)
     data = json.loads((target / "dataset.json").read_text())
     counts = {}
     for domain in data["domains"].values():
@@ -49,6 +59,10 @@ def run(args: argparse.Namespace) -> int:
     total = len(data["domains"])
     print(f"{target}: {data['numTraining']} training, {total - data['numTraining']} test case(s); domains "
           + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+    clipping = data.get("intensity_clipping")
+    if clipping:
+        low, high = clipping["percentiles"]
+        print(f"images clipped to their {low:g}th and {high:g}th percentiles within the {clipping['within']} voxels")
     skipped = data.get("conversion", {}).get("skipped", {})
     if skipped:
         print(f"skipped {len(skipped)} defective case(s):")

@@ -2,7 +2,8 @@
 
 The new dataset links (or copies) every training and test case of the inputs and merges
 their ``domains`` maps. Inputs must agree on channels, labels (and region order) and file
-ending, and no case id may appear twice.
+ending, and intensity clipping at conversion (``intensity_clipping``: a model must see the same
+preprocessing for every domain), and no case id may appear twice.
 
 Example:
     >>> combine_datasets([231, 232], 233, "BraTS23GLI_SSA")  # doctest: +SKIP
@@ -25,7 +26,7 @@ from nnunet_transfer.dataset_conversion.domains import read_domains
 
 logger = logging.getLogger(__name__)
 
-_MUST_AGREE = ("channel_names", "labels", "regions_class_order", "file_ending")
+_MUST_AGREE = ("channel_names", "labels", "regions_class_order", "file_ending", "intensity_clipping")
 
 
 def _place(source: Path, target: Path, link: bool) -> None:
@@ -55,8 +56,10 @@ def combine_datasets(dataset_ids: Sequence[int], dataset_id: int, name: str, lin
     for source, data in zip(sources[1:], jsons[1:]):
         for key in _MUST_AGREE:
             if first.get(key) != data.get(key):
+                hint = " (--clip-percentiles)" if key == "intensity_clipping" else ""
                 raise ValueError(f"cannot combine {sources[0].name} and {source.name}: their {key} differ "
-                                 f"({first.get(key)!r} vs {data.get(key)!r}); convert them with the same options")
+                                 f"({first.get(key)!r} vs {data.get(key)!r}); convert them with the same "
+                                 f"options{hint}")
     file_ending = first["file_ending"]
 
     owner: Dict[str, str] = {}

@@ -4,6 +4,8 @@ One convention for every BraTS release, so that domains can be combined: channel
 0000=T1 (t1n), 0001=T1Gd (t1c), 0002=T2 (t2w), 0003=FLAIR (t2f) (or the ``modalities``
 subset in the given order); labels NCR=1, ED=2, ET=3 written as uint8 with the first
 image's geometry (BraTS 2021's 4 becomes 3). Cases without a ``seg`` file go to imagesTs.
+With ``clip_percentiles`` every image (training and test) is clipped to its own percentiles
+inside the brain and written as float32 (see :mod:`~nnunet_transfer.dataset_conversion.intensity`).
 
 Every case is checked (files present and readable, same grid within a small tolerance,
 known label values, no NaN/inf) before it is written; the dataset is built in a hidden
@@ -35,6 +37,7 @@ from nnunet_transfer.dataset_conversion.checks import (Defect, DefectiveCasesErr
                                                         finite_problem, geometry_problem, read_header,
                                                         read_voxels)
 from nnunet_transfer.dataset_conversion.domains import domain_of
+from nnunet_transfer.dataset_conversion.intensity import check_percentiles, clip_to_percentiles, clipping_record
 from nnunet_transfer.dataset_conversion.layouts import (CHANNEL_NAMES, ENDINGS, Layout, SourceCase,
                                                          canonical_modalities, discover)
 
@@ -74,6 +77,7 @@ class _WriteJob:
     file_ending: str
     link: bool
     full_check: bool
+    clip: Optional[Tuple[float, float]] = None
 
 
 def _check_headers(args: Tuple[SourceCase, List[str]]) -> _Checked:
@@ -139,6 +143,19 @@ def _write_case(job: _WriteJob) -> Tuple[str, List[Defect]]:
     rewrite: Dict[str, bool] = {}
     for modality in job.modalities:
         path, header = case.images[modality], headers[modality]
+        if job.clip is not None:  # every image is read, checked, clipped and rewritten as float32
+            rewrite[modality] = True
+            try:
+                array = read_voxels(path)
+                problem = finite_problem(array)
+            except (OSError, EOFError, ValueError, zlib.error) as exc:
+                array, problem = None, f"unreadable ({exc})"
+            if problem:
+                defects.append(Defect(case.case_id, path.name, problem))
+            else:
+                clipped = clip_to_percentiles(array, None, *job.clip)
+                loaded[modality] = reference.apply_to(sitk.GetImageFromArray(clipped))
+            continue
         rewrite[modality] = _ending(path) != job.file_ending or not header.same_geometry(reference)
         if header.is_float or job.full_check:
             try:
@@ -208,7 +225,7 @@ def dataset_json(modalities: Sequence[str], regions: bool, num_training: int, fi
 
 def _convert(source: Path, cases: List[SourceCase], layout: Layout, chosen: List[str], regions: bool,
              domain: Optional[str], link: bool, skip_bad: bool, full_check: bool, name: str, target: Path,
-             pool) -> Tuple[int, List[str], Dict[str, List[str]]]:
+             pool, clip: Optional[Tuple[float, float]] = None) -> Tuple[int, List[str], Dict[str, List[str]]]:
     """Check every case, write the good ones into a temporary folder, publish it; see ``convert_brats``."""
     defects: List[Defect] = []
     checked: List[_Checked] = []
@@ -228,7 +245,7 @@ def _convert(source: Path, cases: List[SourceCase], layout: Layout, chosen: List
         for path in dirs.values():
             path.mkdir()
         jobs = [_WriteJob(c, chosen, layout.label_map, dirs["imagesTr" if c.case.labeled else "imagesTs"],
-                          dirs["labelsTr"], file_ending, link, full_check) for c in checked]
+                          dirs["labelsTr"], file_ending, link, full_check, clip) for c in checked]
         written: List[str] = []
         for case_id, case_defects in imap(_write_case, jobs, pool, desc=f"converting {target.name}"):
             if case_defects:
@@ -258,8 +275,11 @@ def _convert(source: Path, cases: List[SourceCase], layout: Layout, chosen: List
             logger.warning("skipped %s: %s", case_id, "; ".join(problems))
         conversion = {"tool": "nnunet-transfer convert", "source": str(source.resolve()), "layout": layout.name,
                       "modalities": chosen, "linked": bool(link), "skipped": dict(sorted(skipped.items()))}
+        extra = {"conversion": conversion}
+        if clip is not None:
+            extra["intensity_clipping"] = clipping_record(clip)
         folders.write_json(tmp / "dataset.json", dataset_json(chosen, regions, num_training, file_ending, domains,
-                                                              name, conversion=conversion))
+                                                              name, **extra))
         folders.publish(tmp, target)
     finally:
         if tmp.exists():
@@ -269,7 +289,8 @@ def _convert(source: Path, cases: List[SourceCase], layout: Layout, chosen: List
 
 def convert_brats(source: Path, dataset_id: int, name: str, modalities: Optional[Sequence[str]] = None,
                   regions: bool = False, domain: Optional[str] = None, link: bool = False, skip_bad: bool = False,
-                  num_processes: int = 1, full_check: bool = False) -> Path:
+                  num_processes: int = 1, full_check: bool = False,
+                  clip_percentiles: Optional[Tuple[float, float]] = None) -> Path:
     """Convert the BraTS folder ``source`` into ``$nnUNet_raw/DatasetXXX_Name`` and return that folder.
 
     ``modalities`` picks and orders channels (t1n, t1c, t2w, t2f; BraTS 2021 names work
@@ -279,9 +300,19 @@ def convert_brats(source: Path, dataset_id: int, name: str, modalities: Optional
     ``conversion.skipped``; ``full_check`` decompresses integer images too (float images
     are always read, for the NaN/inf check).
 
+    ``clip_percentiles=(0.5, 99.5)`` clips every image channel of every case (imagesTr and
+    imagesTs) to that image's own percentiles computed over its nonzero (brain) voxels and
+    writes it as float32 with the same geometry; dataset.json records it under
+    ``intensity_clipping``. Clipped images are new files, so ``link`` cannot be combined
+    with it (ValueError).
+
     Raises DefectiveCasesError (a ValueError) naming each bad case, file and defect.
     """
     source = Path(source)
+    clip = check_percentiles(clip_percentiles) if clip_percentiles is not None else None
+    if clip is not None and link:
+        raise ValueError("link=True (--link) cannot be combined with clip_percentiles (--clip-percentiles): clipped "
+                         "images are new float32 files, not the download's; drop one of the two options")
     chosen = canonical_modalities(modalities)
     folder_name = folders.dataset_folder_name(dataset_id, name)
     raw = config.nnunet_raw()
@@ -291,7 +322,7 @@ def convert_brats(source: Path, dataset_id: int, name: str, modalities: Optional
 
     with workers(num_processes, len(cases)) as pool:
         num_training, written, skipped = _convert(
-            source, cases, layout, chosen, regions, domain, link, skip_bad, full_check, name, target, pool)
+            source, cases, layout, chosen, regions, domain, link, skip_bad, full_check, name, target, pool, clip)
     logger.info("wrote %s: %d training and %d test case(s), %d skipped", target, num_training,
                 len(written) - num_training, len(skipped))
     return target
