@@ -76,8 +76,7 @@ def tiny(tmp_path_factory):
              f"extract_fingerprint({DATASET_ID}, foreground_voxels=1e5)"], env)
     run_cmd(["nnUNetv2_plan_experiment", "-d", DATASET_ID], env)
     proc = run_cmd(cli("brainunet-plans", DATASET_ID, "-c", "3d_fullres", "--max-features", "16"), env)
-    # BrainUNet plans keep nnU-Net's preprocessing: nnU-Net's own preprocessed data serves both
-    run_cmd(["nnUNetv2_preprocess", "-d", DATASET_ID, "-c", "3d_fullres", "-np", "1"], env)
+    run_cmd(["nnUNetv2_preprocess", "-d", DATASET_ID, "-plans_name", PLANS, "-c", "3d_fullres", "-np", "1"], env)
     return {"env": env, "raw": Path(env[config.RAW]) / DATASET, "source": source, "package_before": package_before,
             "pre": Path(env[config.PREPROCESSED]) / DATASET, "results": Path(env[config.RESULTS]) / DATASET,
             "plans_stdout": proc.stdout}
@@ -111,9 +110,9 @@ def test_plans_preprocessing_training_fine_tuning_and_prediction(tiny, tmp_path)
     plans = json.loads((tiny["pre"] / f"{PLANS}.json").read_text())
     cfg = plans["configurations"]["3d_fullres"]
     assert cfg["architecture"]["network_class_name"] == "nnunet_transfer.brainunet.network.AttentionResidualUNet"
-    # nnU-Net's z-score within the brain, and nnU-Net's preprocessed data
+    # nnU-Net's z-score within the brain (nnU-Net's planner set use_mask_for_norm)
     assert cfg["normalization_schemes"] == ["ZScoreNormalization"] * 3 and cfg["use_mask_for_norm"] == [True] * 3
-    assert cfg["data_identifier"] == "nnUNetPlans_3d_fullres"
+    assert cfg["data_identifier"] == f"{PLANS}_3d_fullres"
     assert plans["brainunet"]["intensity_clipping"] == {"percentiles": [0.5, 99.5], "within": "nonzero"}
     assert "wrote" in tiny["plans_stdout"] and "M parameters" in tiny["plans_stdout"]
     # conversion clipped the hot voxels of training and test images

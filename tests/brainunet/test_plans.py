@@ -63,11 +63,13 @@ def test_brats_plans_fit_the_checkpoint_budget_and_keep_preprocessing():
     assert kwargs["attention_gates"] is True
     assert (cfg["patch_size"], cfg["batch_size"], cfg["spacing"]) == ([128, 128, 128], 2, [1.0, 1.0, 1.0])
     assert kwargs["strides"] == plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["strides"]
-    # nnU-Net's preprocessing is kept: z-score within the brain, the same preprocessed data
+    # nnU-Net's preprocessing is kept (z-score within the brain), in the plans' own data folder
     before_cfg = plans["configurations"]["3d_fullres"]
-    for key in ("normalization_schemes", "use_mask_for_norm", "data_identifier"):
+    for key in ("normalization_schemes", "use_mask_for_norm", "spacing"):
         assert cfg[key] == before_cfg[key]
-    assert new["configurations"]["3d_cascade_like"] == plans["configurations"]["3d_cascade_like"]
+    assert cfg["data_identifier"] == "nnUNetPlans_BrainUNet_3d_fullres"
+    # inheriting configurations get their own data too, untouched others keep theirs
+    assert new["configurations"]["3d_cascade_like"]["data_identifier"] == "nnUNetPlans_BrainUNet_3d_cascade_like"
     assert new["configurations"]["2d"] == plans["configurations"]["2d"]
     info = new["brainunet"]["configurations"]["3d_fullres"]
     assert info["estimated_checkpoint_mb"] < CHECKPOINT_LIMIT_MB
@@ -95,12 +97,12 @@ def test_tighter_budget_removes_blocks_then_features():
     assert new["brainunet"]["configurations"]["3d_fullres"]["estimated_checkpoint_mb"] <= 30
 
 
-def test_default_converts_all_configurations_and_keeps_their_data():
+def test_default_converts_all_configurations():
     new = derive_brainunet_plans(brats_plans())
     for name in ("2d", "3d_fullres"):
         cfg = new["configurations"][name]
         assert cfg["architecture"]["network_class_name"] == NETWORK_CLASS
-        assert cfg["data_identifier"] == f"nnUNetPlans_{name}"  # same preprocessed data
+        assert cfg["data_identifier"] == f"nnUNetPlans_BrainUNet_{name}"
         assert cfg["normalization_schemes"] == ["ZScoreNormalization"] * 4
     net = get_network_from_plans(NETWORK_CLASS, new["configurations"]["2d"]["architecture"]["arch_kwargs"],
                                  ["conv_op", "norm_op", "dropout_op", "nonlin"], 4, 4, deep_supervision=False)

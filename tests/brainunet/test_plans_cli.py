@@ -46,7 +46,7 @@ def preprocessed_dataset(nnunet_env, dataset_json: dict) -> Path:
     plans["configurations"]["3d_fullres"]["batch_dice"] = True
     (folder / "nnUNetPlans.json").write_text(json.dumps(plans))
     (folder / "dataset.json").write_text(json.dumps(dataset_json))
-    data = folder / "nnUNetPlans_3d_fullres"  # trainer.initialize infers nnU-Net's dataset class from the files
+    data = folder / "nnUNetPlans_BrainUNet_3d_fullres"  # trainer.initialize infers nnU-Net's dataset class from the files
     data.mkdir()
     (data / "BraTS-GLI-00000-000.b2nd").touch()
     return folder
@@ -63,7 +63,7 @@ def test_plans_cli_and_trainer_initialize_write_nothing_into_nnunet(nnunet_env, 
     plans = json.loads((folder / "nnUNetPlans_BrainUNet.json").read_text())
     cfg = plans["configurations"]["3d_fullres"]
     assert cfg["normalization_schemes"] == ["ZScoreNormalization"] * 4 and cfg["use_mask_for_norm"] == [True] * 4
-    assert cfg["data_identifier"] == "nnUNetPlans_3d_fullres"
+    assert cfg["data_identifier"] == "nnUNetPlans_BrainUNet_3d_fullres"
     for cls in (nnUNetTrainerBrainUNet, nnUNetTrainerBrainUNetFineTune):
         trainer = cls({**plans, "continue_training": False}, "3d_fullres", 0, DATASET_JSON,
                       device=torch.device("cpu"))

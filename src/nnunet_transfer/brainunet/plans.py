@@ -1,12 +1,16 @@
 """Derive BrainUNet plans from a dataset's nnU-Net plans.
 
-The derived plans keep nnU-Net's preprocessing (spacing, normalisation schemes,
-``use_mask_for_norm``, data identifier, so nnU-Net's preprocessed data is reused), patch
-size, batch size and strides, and swap the network for
+The derived plans keep nnU-Net's preprocessing (spacing, resampling, normalisation
+schemes, ``use_mask_for_norm``), patch size, batch size and strides, and swap the network for
 :class:`~nnunet_transfer.brainunet.network.AttentionResidualUNet` with fewer features
 (residual blocks, attention-gated skips). The residual blocks per stage are reduced from
 the deepest stage up until the estimated checkpoint (fp32 weights plus SGD momentum, as
 nnU-Net saves it) fits the size budget.
+
+As for nnU-Net's own plans (``nnUNetResEncUNetMPlans``, ...), the data identifier becomes
+``<plans name>_<configuration>``: ``nnUNetv2_preprocess`` empties a configuration's data
+folder before writing it, so two plans sharing one would race. Preprocess with
+``nnUNetv2_preprocess -d ID -plans_name nnUNetPlans_BrainUNet -c 3d_fullres``.
 
 BrainUNet's intensity preprocessing is percentile clipping at conversion
 (``nnunet-transfer convert --clip-percentiles 0.5 99.5``), then nnU-Net's own
@@ -33,8 +37,8 @@ Example:
     [16, 32, 64, 128, 160, 160]
     >>> new["brainunet"]["configurations"]["3d_fullres"]["estimated_checkpoint_mb"] < 90
     True
-    >>> new["configurations"]["3d_fullres"]["data_identifier"]  # nnU-Net's preprocessed data is reused
-    'nnUNetPlans_3d_fullres'
+    >>> new["configurations"]["3d_fullres"]["data_identifier"]
+    'nnUNetPlans_BrainUNet_3d_fullres'
 """
 
 from __future__ import annotations
@@ -183,12 +187,16 @@ def derive_brainunet_plans(plans: dict, new_plans_name: str = DEFAULT_PLANS_NAME
         config = all_configs[name]
         config["architecture"] = {"network_class_name": NETWORK_CLASS, "arch_kwargs": kwargs,
                                   "_kw_requires_import": [k for k in _REQUIRES_IMPORT if k in kwargs]}
+        config["data_identifier"] = f"{new_plans_name}_{name}"
         _check_normalization(name, resolved)
         info[name].update({"features_per_stage": kwargs["features_per_stage"],
                            "n_blocks_per_stage": kwargs["n_blocks_per_stage"]})
         logger.info("BrainUNet %s: %d parameters, checkpoint ~%.1f MB, features %s, blocks %s", name,
                     info[name]["parameters"], info[name]["estimated_checkpoint_mb"], kwargs["features_per_stage"],
                     kwargs["n_blocks_per_stage"])
+    for name, cfg in all_configs.items():  # inheriting configurations must not share the source plans' data
+        if name not in chosen and "data_identifier" in cfg and _inherits_from_any(all_configs, name, chosen):
+            cfg["data_identifier"] = f"{new_plans_name}_{name}"
     clipping = None if dataset_json is None else dataset_json.get("intensity_clipping")
     if dataset_json is not None and clipping is None:
         logger.warning("the dataset was converted without intensity clipping; BrainUNet clips each image to its "
@@ -209,6 +217,15 @@ def _resolve(configs: dict, name: str, seen: Optional[List[str]] = None) -> dict
     base = _resolve(configs, cfg["inherits_from"], seen + [name])
     base.update(copy.deepcopy(cfg))
     return base
+
+
+def _inherits_from_any(configs: dict, name: str, parents: Sequence[str]) -> bool:
+    parent = configs[name].get("inherits_from")
+    while parent is not None:
+        if parent in parents:
+            return True
+        parent = configs[parent].get("inherits_from")
+    return False
 
 
 def _check_normalization(name: str, config: dict) -> None:

@@ -17,8 +17,9 @@ conversion (``nnunet-transfer convert --clip-percentiles 0.5 99.5``), not here.
 
 Example:
     nnunet-transfer convert /data/BraTS-SSA -d 233 -n BraTSSSA --clip-percentiles 0.5 99.5
-    nnUNetv2_plan_and_preprocess -d 233 -c 3d_fullres
+    nnUNetv2_extract_fingerprint -d 233 && nnUNetv2_plan_experiment -d 233
     nnunet-transfer brainunet-plans 233
+    nnUNetv2_preprocess -d 233 -plans_name nnUNetPlans_BrainUNet -c 3d_fullres
     nnUNetv2_train 233 3d_fullres all -tr nnUNetTrainerBrainUNet -p nnUNetPlans_BrainUNet
 """
 

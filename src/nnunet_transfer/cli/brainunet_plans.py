@@ -4,14 +4,15 @@ Reads $nnUNet_preprocessed/DatasetXXX_Name/<plans>.json (default nnUNetPlans, ma
 nnUNetv2_plan_experiment) and writes <output>.json (default nnUNetPlans_BrainUNet) next to
 it: the attention residual U-Net with fewer features, residual blocks fitted so that the
 training checkpoint stays under the size budget. nnU-Net's preprocessing is kept (its
-z-score within the brain, use_mask_for_norm, and its preprocessed data); BrainUNet's
-percentile clipping happens at conversion (nnunet-transfer convert --clip-percentiles
-0.5 99.5), and a warning says when the dataset was converted without it. Nothing is
-written outside the dataset's preprocessed folder.
+z-score within the brain, use_mask_for_norm), in the plans' own data folder
+(<output>_<configuration>); BrainUNet's percentile clipping happens at conversion
+(nnunet-transfer convert --clip-percentiles 0.5 99.5), and a note says when the dataset
+was converted without it. Nothing is written outside the dataset's preprocessed folder.
 
   nnunet-transfer convert /data/BraTS-SSA -d 233 -n BraTSSSA --clip-percentiles 0.5 99.5
-  nnUNetv2_plan_and_preprocess -d 233 -c 3d_fullres
+  nnUNetv2_extract_fingerprint -d 233 && nnUNetv2_plan_experiment -d 233
   nnunet-transfer brainunet-plans 233
+  nnUNetv2_preprocess -d 233 -plans_name nnUNetPlans_BrainUNet -c 3d_fullres
   nnUNetv2_train 233 3d_fullres 0 -tr nnUNetTrainerBrainUNet -p nnUNetPlans_BrainUNet
   nnUNetv2_predict -i imagesTs -o preds -d 233 -c 3d_fullres -f 0 -tr nnUNetTrainerBrainUNet -p nnUNetPlans_BrainUNet
 
