@@ -86,7 +86,7 @@ def test_load_errors(tmp_path):
     bad.write_text("name = [unclosed\n")
     with pytest.raises(PlanError, match="bad.toml: not valid TOML"):
         load_plan(bad)
-    with pytest.raises(FileNotFoundError, match="shipped plans: brainunet, brats_ssa_table2, demo"):
+    with pytest.raises(FileNotFoundError, match="shipped plans: brainunet, brats_ssa_table2, demo, demo_brainunet"):
         load_plan(tmp_path / "missing.toml")
 
 

@@ -189,3 +189,16 @@ def test_check_sources_only_for_datasets_still_to_convert(nnunet_env, tmp_path, 
     check_sources(plan, layout, build_steps(plan, tmp_path, strategies=six))  # the 3-channel data is not needed
     with pytest.raises(ValueError, match="datasets.target_3ch.source '\\$BRATS_SSA_ELSEWHERE'"):
         check_sources(plan, layout, build_steps(plan, tmp_path, strategies=["brainunet_finetune"]))
+
+
+def test_step_made_done_by_an_earlier_step_is_skipped(nnunet_env, tmp_path):
+    from nnunet_transfer.experiments import Step
+
+    plan = load_plan("demo")
+    shared = tmp_path / "data.pkl"  # e.g. BrainUNet plans that share the shrunken plans' preprocessed data
+    first = Step("preprocess-source", ["true"], lambda: shared.is_file(), markers=[shared])
+    second = Step("preprocess-source-brainunet", ["true"], lambda: shared.is_file(), markers=[shared])
+    fake = FakeNnunet()
+    report = run_steps(plan, [first, second], tmp_path, executor=fake)
+    assert [name for name, _ in fake.calls] == ["preprocess-source"]
+    assert report.ran == ["preprocess-source"] and report.skipped == ["preprocess-source-brainunet"]

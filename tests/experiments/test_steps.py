@@ -167,3 +167,22 @@ def test_family_chain_shrinks_derived_plans_and_shares_data(nnunet_env, tmp_path
     assert "nnUNetv2_preprocess -d 234 -plans_name nnUNetPlans_BrainUNet -c 3d_fullres -np 8" in text
     assert "nnUNetv2_preprocess -d 235 -plans_name nnUNetPlans_BrainUNetTiny_from234 -c 3d_fullres -np 8" in text
     assert "nnUNetv2_train 234 3d_fullres all -tr nnUNetTrainerBrainUNet -p nnUNetPlans_BrainUNetTiny -device cuda" in text
+
+
+def test_demo_brainunet_derives_a_tiny_brainunet_from_the_demo_plans(nnunet_env, tmp_path):
+    demo, plan = load_plan("demo"), load_plan("demo_brainunet")
+    assert {r: d for r, d in plan.datasets.items()} == {r: demo.datasets[r] for r in ("source", "target")}
+    steps = build_steps(plan, tmp_path)
+    lines = dry_run(plan, steps).splitlines()
+    shrink = next(i for i, line in enumerate(lines) if line.endswith("--step shrink-plans"))
+    derive = _index(lines, "nnunet-transfer brainunet-plans 941 -p nnUNetPlansTiny -o nnUNetPlansTiny_BrainUNet "
+                           "-c 3d_fullres --width-divisor 1 --max-features 32")
+    assert shrink < derive < _index(lines, "nnUNetv2_move_plans_between_datasets -s 941 -t 942 "
+                                           "-sp nnUNetPlansTiny_BrainUNet -tp nnUNetPlansTiny_BrainUNet_from941")
+    # the baseline is the demo's own model; only the BrainUNet plans move to the target
+    baseline = "nnUNetv2_train 941 3d_fullres all -tr nnUNetTrainerSourceOnly -p nnUNetPlansTiny -device cpu"
+    assert baseline in lines and baseline in dry_run(demo, build_steps(demo, tmp_path))
+    assert not any(line.startswith("nnUNetv2_move_plans_between_datasets") and "-tp nnUNetPlansTiny_from941" in line
+                   for line in lines)
+    assert sum(line.startswith("nnUNetv2_train") for line in lines) == 1 + 1 + 3
+    assert "--strategy 'BrainUNet Fine-Tuning=" in lines[-1] and "--reference Baseline" in lines[-1]

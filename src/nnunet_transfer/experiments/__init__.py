@@ -7,12 +7,12 @@ Example:
     ['nnUNetTrainerSourceOnly', 'nnUNetTrainerMixedDomainUniform']
 """
 
-from nnunet_transfer.experiments.plan import (DatasetSpec, Plan, PlanError, Strategy, load_plan, parse_plan,
-                                              selected_strategies, shipped_plan)
+from nnunet_transfer.experiments.plan import (DatasetSpec, Plan, PlanError, PlansFamily, Strategy, load_plan,
+                                              parse_plan, selected_strategies, shipped_plan)
 from nnunet_transfer.experiments.runner import RunReport, dry_run, run_python_step, run_steps, subprocess_executor
 from nnunet_transfer.experiments.slurm import emit_slurm
 from nnunet_transfer.experiments.steps import Layout, Step, build_steps
 
-__all__ = ["DatasetSpec", "Layout", "Plan", "PlanError", "RunReport", "Step", "Strategy", "build_steps", "dry_run",
+__all__ = ["DatasetSpec", "Layout", "Plan", "PlanError", "PlansFamily", "RunReport", "Step", "Strategy", "build_steps", "dry_run",
            "emit_slurm", "load_plan", "parse_plan", "run_python_step", "run_steps", "selected_strategies",
            "shipped_plan", "subprocess_executor"]

@@ -108,6 +108,10 @@ def run_steps(plan: Plan, steps: Sequence[Step], workdir: Path, executor: Option
     if report.skipped:
         logger.info("%d of %d steps already done, skipping them", len(report.skipped), len(steps))
     for step in tqdm(todo, desc=f"{plan.name}", unit="step", disable=None):
+        if step.done():  # made by an earlier step (e.g. plans that share preprocessed data)
+            logger.info("[%s] already done", step.name)
+            report.skipped.append(step.name)
+            continue
         command = step.current_command()
         if step.training is not None and command != step.command:
             logger.info("resuming %s (%s)", step.name, command[-1])
