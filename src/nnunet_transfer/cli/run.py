@@ -14,6 +14,13 @@ fold-all source model once; train each strategy per fold (fine-tuning from the s
 model's checkpoint_final.pth); predict the baseline onto the target folds; evaluate;
 compare (Table 2 in WORKDIR/comparison).
 
+Strategies may train with plans of their own (a plan's [plans_families], e.g. BrainUNet's,
+derived by `nnunet-transfer brainunet-plans` after planning the source and moved like the
+source plans), so one plan and one comparison can hold different networks:
+
+    nnunet-transfer run brainunet --dry-run                           # BrainUNet: pre-train on GLI, fine-tune on SSA
+    nnunet-transfer run brats_ssa_table2 --strategies brainunet_finetune   # its rows of Table 2 alone
+
 Each step knows from the files it leaves whether it is done: a rerun skips finished steps
 and continues interrupted trainings with --c. Commands are logged with their duration;
 their output goes to WORKDIR/logs/<step>.log. Needs nnUNet_raw, nnUNet_preprocessed and
@@ -27,7 +34,8 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("plan", help="plan file (TOML), or the name of a shipped plan (demo, brats_ssa_table2)")
+    parser.add_argument("plan", help="plan file (TOML), or the name of a shipped plan (brats_ssa_table2, brainunet, demo, "
+                             "demo_brainunet)")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="folder for synthetic data, logs, predictions and the comparison (default: runs/<plan name>)")
     parser.add_argument("--folds", nargs="+", type=int, default=None, help="target folds to run (default: all)")

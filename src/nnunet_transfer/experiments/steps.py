@@ -5,16 +5,19 @@
 1. data: ``nnunet-transfer synth`` (synthetic sources), ``convert``, ``combine``;
 2. ``nnUNetv2_extract_fingerprint`` and ``nnUNetv2_plan_experiment`` for every dataset
    (or the plugin's small-sample fingerprint when the plan sets ``fingerprint_voxels``);
-3. optionally shrink the source plans (a tiny network for CPU demos);
-4. ``nnUNetv2_move_plans_between_datasets -s SOURCE -t TARGET -sp P -tp P_fromSOURCE`` for the
-   target and combined datasets, so architecture, patch size and normalisation match;
+3. derive each plans family's plans in its source's folder: optionally shrink the source
+   plans (a tiny network for CPU demos), ``nnunet-transfer brainunet-plans`` for BrainUNet;
+4. ``nnUNetv2_move_plans_between_datasets -s SOURCE -t TARGET -sp P -tp P_fromSOURCE`` for every
+   other dataset a strategy of the family trains on, so architecture, patch size and
+   normalisation match;
 5. ``nnUNetv2_preprocess`` with those plans, ``nnunet-transfer splits`` (target-domain folds);
 6. ``nnUNetv2_train`` for the fold-all models (the source model), then every strategy per fold
    (``-pretrained_weights .../fold_all/checkpoint_final.pth`` for fine-tuning);
 7. ``nnunet-transfer predict-folds`` for cross-domain strategies (the baseline),
    ``nnunet-transfer evaluate`` for the others, ``nnunet-transfer compare``.
 
-Done-checks look at the files each step leaves. Training steps resume: with
+Only what the chosen strategies need is prepared (see :func:`usage`). Done-checks look at
+the files each step leaves. Training steps resume: with
 ``checkpoint_latest.pth`` but no ``checkpoint_final.pth`` they continue with ``--c``; with a
 final checkpoint but no validation summary they rerun only the validation (``--val``).
 
