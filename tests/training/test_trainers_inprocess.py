@@ -1,0 +1,75 @@
+"""Trainers instantiated in-process on hand-made plans: one training step with deep supervision on and off."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from nnunet_transfer.training import trainers as T
+
+KEYS = ["BraTS-GLI-00000-000", "BraTS-SSA-00000-000"]
+DATASET_JSON = {"channel_names": {"0": "T1", "1": "FLAIR"}, "labels": {"background": 0, "NCR": 1, "ED": 2, "ET": 3},
+                "numTraining": 2, "file_ending": ".nii.gz"}
+
+
+def tiny_plans() -> dict:
+    arch = {"n_stages": 3, "features_per_stage": [4, 8, 16], "conv_op": "torch.nn.modules.conv.Conv3d",
+            "kernel_sizes": [[3, 3, 3]] * 3, "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2]], "n_conv_per_stage": [1] * 3,
+            "n_conv_per_stage_decoder": [1] * 2, "conv_bias": True,
+            "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d", "norm_op_kwargs": {"eps": 1e-5, "affine": True},
+            "dropout_op": None, "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU",
+            "nonlin_kwargs": {"inplace": True}}
+    config = {"data_identifier": "nnUNetPlans_3d_fullres", "preprocessor_name": "DefaultPreprocessor",
+              "batch_size": 2, "patch_size": [16, 16, 16], "median_image_size_in_voxels": [16, 16, 16],
+              "spacing": [1, 1, 1], "normalization_schemes": ["ZScoreNormalization"] * 2,
+              "use_mask_for_norm": [False] * 2, "batch_dice": False,
+              "architecture": {"network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+                               "arch_kwargs": arch,
+                               "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]}}
+    return {"dataset_name": "Dataset998_InProcess", "plans_name": "nnUNetPlans",
+            "original_median_spacing_after_transp": [1, 1, 1], "original_median_shape_after_transp": [16, 16, 16],
+            "image_reader_writer": "SimpleITKIO", "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2],
+            "experiment_planner_used": "ExperimentPlanner", "label_manager": "LabelManager",
+            "foreground_intensity_properties_per_channel": {}, "configurations": {"3d_fullres": config}}
+
+
+@pytest.fixture
+def folders(nnunet_env, tmp_path):
+    data = tmp_path / "nnunet" / "preprocessed" / "Dataset998_InProcess" / "nnUNetPlans_3d_fullres"
+    data.mkdir(parents=True)
+    (data / "placeholder.b2nd").touch()  # lets nnU-Net infer its dataset class; no data is read
+    return nnunet_env
+
+
+def make(cls, deep_supervision: bool):
+    trainer = cls({**tiny_plans(), "continue_training": False}, "3d_fullres", 0, DATASET_JSON, torch.device("cpu"))
+    trainer.enable_deep_supervision = deep_supervision
+    trainer._split = (KEYS, KEYS[:1])
+    trainer.check_training_cases(KEYS, KEYS[:1])
+    trainer.initialize()
+    trainer.network.train()
+    trainer._step_in_epoch = 0
+    return trainer
+
+
+def batch_for(trainer) -> dict:
+    torch.manual_seed(0)
+    seg = torch.randint(0, 4, (2, 1, 16, 16, 16)).float()
+    scales = trainer._get_deep_supervision_scales()
+    target = seg if scales is None else [torch.nn.functional.interpolate(seg, scale_factor=tuple(s)) for s in scales]
+    return {"data": torch.randn(2, 2, 16, 16, 16), "target": target, "keys": KEYS}
+
+
+@pytest.mark.parametrize("deep_supervision", [True, False])
+@pytest.mark.parametrize("cls", [T.nnUNetTrainerDANN, T.nnUNetTrainerMixedDomain, T.nnUNetTrainerDANNNoGRL_PaperRecipe])
+def test_one_step_with_and_without_deep_supervision(folders, cls, deep_supervision):
+    trainer = make(cls, deep_supervision)
+    assert trainer.network.decoder.deep_supervision is deep_supervision
+    before = {n: p.detach().clone() for n, p in trainer.network.named_parameters()}
+    out = trainer.train_step(batch_for(trainer))
+    assert np.isfinite(out["loss"])
+    assert any(not torch.equal(p, before[n]) for n, p in trainer.network.named_parameters())
+    if hasattr(trainer, "domain_head"):
+        assert np.isfinite(out["domain_loss"]) and 0.0 <= out["grl_lambda"] <= 1.0
+        assert all(p.grad is not None for p in trainer.domain_head.parameters())
