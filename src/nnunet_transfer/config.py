@@ -97,3 +97,10 @@ def schedule_overrides() -> dict:
 def trainer_path() -> Path:
     """The folder to put on ``nnUNet_extTrainer``: it holds one shim module only."""
     return Path(__file__).resolve().parent / "nnunet_ext"
+
+
+def ext_trainer_search_path() -> str:
+    """``nnUNet_extTrainer`` with this plugin's folder first and the user's own folders kept."""
+    own = str(trainer_path())
+    existing = [p for p in os.environ.get(EXT_TRAINER, "").split(os.pathsep) if p and p != own]
+    return os.pathsep.join([own, *existing])

@@ -39,7 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def prepare_environment(workdir: Path) -> None:
-    """nnU-Net folders inside ``workdir`` unless set, the plugin's trainers, CPU-friendly workers."""
+    """nnU-Net folders inside ``workdir`` unless set, CPU-friendly workers.
+
+    The runner itself puts this plugin's trainers on ``nnUNet_extTrainer`` for every command.
+    """
     from nnunet_transfer import config
 
     for name in (config.RAW, config.PREPROCESSED, config.RESULTS):
@@ -47,19 +50,17 @@ def prepare_environment(workdir: Path) -> None:
             folder = (workdir / name).resolve()
             folder.mkdir(parents=True, exist_ok=True)
             os.environ[name] = str(folder)
-    trainer_path = str(config.trainer_path())
-    existing = [p for p in os.environ.get(config.EXT_TRAINER, "").split(os.pathsep) if p and p != trainer_path]
-    os.environ[config.EXT_TRAINER] = os.pathsep.join([trainer_path, *existing])
     for key, value in CPU_DEFAULTS.items():
         os.environ.setdefault(key, value)
 
 
 def run(args: argparse.Namespace) -> int:
+    from nnunet_transfer import config
     from nnunet_transfer.cli import run as run_command
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     prepare_environment(args.workdir)
-    logger.info("demo work dir %s (nnUNet_raw=%s)", args.workdir, os.environ["nnUNet_raw"])
+    logger.info("demo work dir %s (nnUNet_raw=%s)", args.workdir, config.nnunet_raw())
     start = time.perf_counter()
     status = run_command.run(argparse.Namespace(
         plan=args.plan, workdir=args.workdir, folds=args.folds, strategies=args.strategies, dry_run=False,

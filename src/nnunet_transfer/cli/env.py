@@ -11,7 +11,6 @@ of the installed package.
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 
 
@@ -23,16 +22,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from nnunet_transfer import config
 
-    path = str(config.trainer_path())
     if args.trainer_path:
-        print(path)
+        print(config.trainer_path())
         return 0
-    existing = [p for p in os.environ.get(config.EXT_TRAINER, "").split(os.pathsep) if p and p != path]
-    print(f"export {config.EXT_TRAINER}={shlex.quote(os.pathsep.join([path, *existing]))}")
-    for name in (config.RAW, config.PREPROCESSED, config.RESULTS):
-        value = os.environ.get(name)
+    print(f"export {config.EXT_TRAINER}={shlex.quote(config.ext_trainer_search_path())}")
+    for name, folder in ((config.RAW, config.nnunet_raw), (config.PREPROCESSED, config.nnunet_preprocessed),
+                         (config.RESULTS, config.nnunet_results)):
+        value = folder(required=False)
         if value:
-            print(f"export {name}={shlex.quote(value)}")
+            print(f"export {name}={shlex.quote(str(value))}")
         else:
             print(f"# export {name}=/path/to/{name}   (not set yet: nnU-Net needs it)")
     return 0

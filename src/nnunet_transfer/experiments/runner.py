@@ -50,9 +50,7 @@ class RunReport:
 def plan_env(plan: Plan) -> Dict[str, str]:
     """Variables the plan's commands need on top of the current environment."""
     env = dict(plan.env)
-    trainer_path = str(config.trainer_path())
-    existing = [p for p in os.environ.get(config.EXT_TRAINER, "").split(os.pathsep) if p and p != trainer_path]
-    env[config.EXT_TRAINER] = os.pathsep.join([trainer_path, *existing])
+    env[config.EXT_TRAINER] = config.ext_trainer_search_path()
     return env
 
 

@@ -111,11 +111,12 @@ class TransferTrainerBase(nnUNetTrainer):
         if self.fold == "all":
             return
         splits_file = join(self.preprocessed_dataset_folder_base, "splits_final.json")
-        n_folds = len(load_json(splits_file)) if isfile(splits_file) else 5  # nnU-Net creates 5 folds
+        exists = isfile(splits_file)
+        n_folds = len(load_json(splits_file)) if exists else 5  # nnU-Net creates 5 folds
         if not 0 <= int(self.fold) < n_folds:
             raise RuntimeError(
                 f"fold {self.fold} was requested but {splits_file} "
-                f"{'holds' if isfile(splits_file) else 'would hold'} {n_folds} folds (0..{n_folds - 1}). "
+                f"{'holds' if exists else 'would hold'} {n_folds} folds (0..{n_folds - 1}). "
                 f"nnU-Net would silently train a random 80:20 split instead. Fix: pick a fold below {n_folds}, "
                 f"or write the splits you want with `nnunet-transfer splits`.")
 
