@@ -87,6 +87,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="untimed steps per trainer first (more with nnUNet_compile=t, which compiles then)")
+    parser.add_argument("--trainers", nargs="+", metavar="NAME",
+                        help="time only these (nnUNetTrainer is always timed: it is the reference)")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_trainers_"))
@@ -100,6 +104,11 @@ def main() -> None:
     from nnunet_transfer.training import trainers as T
 
     device = torch.device(args.device)
+    if device.type == "cuda":
+        # Several trainers share this process, so dynamo must not reuse the graph compiled for one
+        # network (traced without DANN's encoder hook) for another: make it guard on hooks.
+        import torch._dynamo as dynamo
+        dynamo.config.skip_nnmodule_hook_guards = False
     plans = plans_for(args.width, args.patch, args.batch)
     plain = make_trainer(nnUNetTrainer, plans, device)
     pretrained = str(tmp / "pretrained.pth")
@@ -114,10 +123,16 @@ def main() -> None:
         "nnUNetTrainerFineTuneFrozenEncoder": make_trainer(T.nnUNetTrainerFineTuneFrozenEncoder, plans, device,
                                                            pretrained),
     }
+    if args.trainers:
+        unknown = set(args.trainers) - set(candidates)
+        if unknown:
+            parser.error(f"unknown trainer(s) {sorted(unknown)}; choose from {sorted(candidates)}")
+        candidates = {name: t for name, t in candidates.items() if name == "nnUNetTrainer" or name in args.trainers}
     batch = make_batch(plain, args.batch, args.patch, device)
     times = {name: [] for name in candidates}
-    for name, trainer in candidates.items():  # warm-up
-        trainer.train_step(batch)
+    for name, trainer in candidates.items():  # warm-up (and compilation, with nnUNet_compile=t on a GPU)
+        for _ in range(args.warmup):
+            trainer.train_step(batch)
     for _ in range(args.repeats):
         for name, trainer in candidates.items():
             if device.type == "cuda":
@@ -129,8 +144,9 @@ def main() -> None:
             times[name].append(time.perf_counter() - start)
     base = statistics.median(times["nnUNetTrainer"])
     params = sum(p.numel() for p in plain.network.parameters())
+    compiled = device.type == "cuda" and os.environ.get("nnUNet_compile", "t").lower() in ("t", "true", "1")
     print(f"device {device}, patch {tuple(args.patch)}, batch {args.batch}, {params / 1e6:.2f}M parameters, "
-          f"median of {args.repeats} interleaved steps")
+          f"torch.compile {'on' if compiled else 'off'}, median of {args.repeats} interleaved steps")
     print(f"{'trainer':40s} {'step [s]':>9s} {'ratio':>7s}")
     for name, values in times.items():
         median = statistics.median(values)

@@ -14,7 +14,7 @@ from nnunet_transfer.training.domain_head import DomainClassifier
 from nnunet_transfer.training.freezing import freeze_parameters, part_parameter_names, unwrap
 from nnunet_transfer.training.grl import GradientReversal, ganin_lambda, grad_reverse
 from nnunet_transfer.training.lr_schedule import PolyWarmupLR, poly_warmup_factor
-from nnunet_transfer.training.mixins import pretrained_weights_from_argv
+from nnunet_transfer.training.mixins import host_values, pretrained_weights_from_argv
 from nnunet_transfer.training.sampling import DomainBalancedDataLoader, batch_domain_counts
 
 
@@ -218,3 +218,12 @@ def test_encoder_hook_works_under_torch_compile():
     head.loss(head([grad_reverse(captured["f"][-1], 1.0)]), torch.tensor([0, 1])).backward()
     assert unwrap(compiled) is net
     assert net.encoder.stages[-1][0].convs[0].conv.weight.grad.abs().sum() > 0
+
+
+def test_host_values_copies_loss_and_tensor_extras_and_keeps_the_rest():
+    loss = torch.tensor(0.25, requires_grad=True) * 2
+    out = host_values(loss, {"domain_acc": torch.tensor(0.75), "grl_lambda": 0.3, "seg_loss": torch.tensor([1.5])})
+    assert set(out) == {"loss", "domain_acc", "grl_lambda", "seg_loss"}
+    assert isinstance(out["loss"], np.floating) and out["loss"] == pytest.approx(0.5)
+    assert out["domain_acc"] == pytest.approx(0.75) and out["seg_loss"] == pytest.approx(1.5)
+    assert out["grl_lambda"] == 0.3

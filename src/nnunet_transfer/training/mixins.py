@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -31,6 +31,20 @@ from nnunet_transfer.training.lr_schedule import PolyWarmupLR
 from nnunet_transfer.training.sampling import DomainBalancedDataLoader, swap_loader_class
 
 CHECKPOINT_KEY = "nnunet_transfer"
+
+
+def host_values(loss: torch.Tensor, extras: Dict[str, Any]) -> Dict[str, Any]:
+    """``{"loss": ..., **extras}`` with every tensor copied to the host in one transfer.
+
+    >>> float(host_values(torch.tensor(0.5), {"acc": torch.tensor(1.0), "lambda": 0.1})["acc"])
+    1.0
+    """
+    names = ["loss"] + [k for k, v in extras.items() if torch.is_tensor(v)]
+    tensors = [loss] + [extras[k] for k in names[1:]]
+    values = torch.stack([t.detach().float().reshape(()) for t in tensors]).cpu().numpy()
+    out = dict(extras)
+    out.update({name: values[i] for i, name in enumerate(names)})
+    return out
 
 
 class TransferTrainerBase(nnUNetTrainer):
@@ -76,8 +90,15 @@ class TransferTrainerBase(nnUNetTrainer):
         return torch.optim.SGD(groups, self.initial_lr, weight_decay=self.weight_decay, momentum=0.99,
                                nesterov=True)
 
-    def compute_loss(self, output, target, batch: dict) -> Tuple[torch.Tensor, Dict[str, float]]:
-        """Training loss of one batch and extra values to log (inside autocast)."""
+    def prepare_batch(self, batch: dict) -> None:
+        """Add what ``compute_loss`` needs to ``batch`` before the forward pass (e.g. labels on the device)."""
+
+    def compute_loss(self, output, target, batch: dict) -> Tuple[torch.Tensor, Dict[str, Any]]:
+        """Training loss of one batch and extra values to log (inside autocast).
+
+        Extra values may be tensors: ``train_step`` copies them to the host together with the
+        loss after the optimizer step, so that logging adds no GPU synchronisation.
+        """
         return self.loss(output, target), {}
 
     def check_training_cases(self, train_keys: List[str], val_keys: List[str]) -> None:
@@ -135,6 +156,7 @@ class TransferTrainerBase(nnUNetTrainer):
         else:
             target = target.to(self.device, non_blocking=True)
 
+        self.prepare_batch(batch)
         self.optimizer.zero_grad(set_to_none=True)
         with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
             output = self.network(data)
@@ -151,7 +173,7 @@ class TransferTrainerBase(nnUNetTrainer):
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, self.grad_clip_norm)
             self.optimizer.step()
-        return {"loss": loss.detach().cpu().numpy(), **extras}
+        return host_values(loss, extras)
 
     def save_checkpoint(self, filename: str) -> None:
         super().save_checkpoint(filename)
@@ -271,6 +293,11 @@ class DomainAdversarialMixin(DomainAwareMixin):
         unwrap(self.domain_head).train()
         super().on_train_epoch_start()
 
+    def prepare_batch(self, batch: dict) -> None:
+        super().prepare_batch(batch)
+        labels = [self.domain_index[self.case_domains[k]] for k in batch["keys"]]
+        batch["domain_labels"] = torch.as_tensor(labels, device=self.device)  # before the forward: no stall
+
     def compute_loss(self, output, target, batch: dict):
         seg_loss, extras = super().compute_loss(output, target, batch)
         if self._features is None:
@@ -283,12 +310,11 @@ class DomainAdversarialMixin(DomainAwareMixin):
             features = [grad_reverse(f, lambd) for f in features]
         head = unwrap(self.domain_head)
         logits = self.domain_head(features)
-        labels = torch.as_tensor([self.domain_index[self.case_domains[k]] for k in batch["keys"]],
-                                 device=logits.device)
+        labels = batch["domain_labels"]
         domain_loss = head.loss(logits, labels)
         self._step_in_epoch += 1
-        extras.update(seg_loss=seg_loss.detach().cpu().numpy(), domain_loss=domain_loss.detach().cpu().numpy(),
-                      domain_acc=(head.predict(logits) == labels).float().mean().cpu().numpy(), grl_lambda=lambd)
+        extras.update(seg_loss=seg_loss.detach(), domain_loss=domain_loss.detach(),
+                      domain_acc=(head.predict(logits) == labels).float().mean(), grl_lambda=lambd)
         return seg_loss + self.domain_loss_weight * domain_loss, extras
 
     def on_train_epoch_end(self, train_outputs: List[dict]):
