@@ -11,6 +11,11 @@ The plugin's own knobs, all optional:
     nnU-Net trainers). Meant for smoke tests and the CPU demo; each trainer logs the
     values it applied.
 
+``nnUNetTransfer_test_time_mirroring``
+    ``0`` turns test-time mirroring off in the final validation of every ``nnunet_transfer``
+    trainer (8x fewer network passes in 3D; the checkpoint keeps nnU-Net's mirroring axes,
+    so ``nnUNetv2_predict`` still mirrors unless told ``--disable_tta``). Default ``1``.
+
 Example:
     >>> import os
     >>> os.environ["nnUNet_raw"] = "/data/raw"
@@ -31,6 +36,7 @@ EXT_TRAINER = "nnUNet_extTrainer"
 NUM_EPOCHS = "nnUNetTransfer_num_epochs"
 ITERATIONS_PER_EPOCH = "nnUNetTransfer_iterations_per_epoch"
 VAL_ITERATIONS_PER_EPOCH = "nnUNetTransfer_val_iterations_per_epoch"
+TEST_TIME_MIRRORING = "nnUNetTransfer_test_time_mirroring"
 
 
 class MissingEnvironmentError(RuntimeError):
@@ -92,6 +98,22 @@ def schedule_overrides() -> dict:
         "num_val_iterations_per_epoch": _positive_int(VAL_ITERATIONS_PER_EPOCH),
     }
     return {key: value for key, value in pairs.items() if value is not None}
+
+
+def test_time_mirroring() -> bool:
+    """Whether the trainers' final validation mirrors (``nnUNetTransfer_test_time_mirroring``, default on).
+
+    >>> os.environ[TEST_TIME_MIRRORING] = "0"
+    >>> test_time_mirroring()
+    False
+    >>> del os.environ[TEST_TIME_MIRRORING]
+    """
+    value = os.environ.get(TEST_TIME_MIRRORING, "").strip().lower()
+    if value in ("", "1", "true", "t", "yes", "on"):
+        return True
+    if value in ("0", "false", "f", "no", "off"):
+        return False
+    raise ValueError(f"{TEST_TIME_MIRRORING}={value!r} must be 0 or 1 (unset it to mirror, nnU-Net's default).")
 
 
 def trainer_path() -> Path:

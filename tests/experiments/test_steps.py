@@ -79,7 +79,13 @@ def test_dry_run_of_demo_shrinks_and_uses_small_fingerprints(nnunet_env, tmp_pat
     shrink = [i for i, line in enumerate(lines) if line.endswith("--step shrink-plans")][0]
     transfer = _index(lines, "nnUNetv2_move_plans_between_datasets -s 941 -t 942 -sp nnUNetPlansTiny -tp nnUNetPlansTiny_from941")
     assert _index(lines, "nnUNetv2_plan_experiment -d 941") < shrink < transfer
-    assert "nnUNetv2_train 941 3d_fullres all -tr nnUNetTrainerSourceOnly -p nnUNetPlansTiny -device cpu" in lines
+    # a strategy's own [env] leads its commands; the plan's overrides.env is exported once
+    assert ("nnUNetTransfer_num_epochs=6 nnUNetv2_train 941 3d_fullres all -tr nnUNetTrainerSourceOnly "
+            "-p nnUNetPlansTiny -device cpu") in lines
+    assert any(line.startswith("nnUNetTransfer_num_epochs=2 nnUNetTransfer_iterations_per_epoch=40 nnUNetv2_train "
+                               "942 3d_fullres 0 -tr nnUNetTrainerFineTune ") for line in lines)
+    assert "export nnUNetTransfer_test_time_mirroring=0" in text  # test_time_mirroring = false
+    assert any(" predict-folds " in line and "--no-mirroring" in line for line in lines)
 
 
 def test_run_cli_dry_run_and_plan_error(nnunet_env, tmp_path, capsys):

@@ -118,6 +118,7 @@ class Strategy:
     init: Optional[str] = None            # strategy whose fold-all checkpoint it starts from
     evaluate: str = "validation"          # or "cross-domain": predicted onto the target folds
     plans: str = DEFAULT_FAMILY           # plans family it trains with
+    env: Dict[str, str] = field(default_factory=dict)  # its trainings' variables, over overrides.env
 
     @property
     def per_fold(self) -> bool:
@@ -165,6 +166,7 @@ class Plan:
     device: str = "cuda"
     num_processes: int = 4
     fingerprint_voxels: Optional[float] = None
+    test_time_mirroring: bool = True      # False: validations and baseline predictions do not mirror
     shrink: Dict[str, Any] = field(default_factory=dict)
     env: Dict[str, str] = field(default_factory=dict)
     slurm: Dict[str, Any] = field(default_factory=dict)
@@ -211,15 +213,16 @@ class Plan:
 
 _TOP_KEYS = {"name", "description", "configuration", "folds", "target_domain", "reference", "plans", "planner",
              "transferred_plans", "split_seed", "device", "num_processes", "datasets", "strategies", "overrides",
-             "slurm", "plans_families"}
+             "slurm", "plans_families", "test_time_mirroring"}
 _DATASET_KEYS = {"id", "name", "source", "combine", "domain", "n", "seed", "shape", "modalities", "convert_args"}
-_STRATEGY_KEYS = {"trainer", "dataset", "label", "fold", "init", "evaluate", "plans"}
+_STRATEGY_KEYS = {"trainer", "dataset", "label", "fold", "init", "evaluate", "plans", "env"}
 _FAMILY_KEYS = {"source", "target", "base", "derive", "args", "name", "transferred_name", "shrink"}
 _OVERRIDE_KEYS = {"fingerprint_voxels", "shrink", "env"}
 _SHRINK_KEYS = {"plans_name", "max_features", "n_stages", "patch_size", "batch_size", "width_divisor"}
 _SLURM_KEYS = {"partition", "gres", "gpus", "time", "cpus_per_task", "mem", "account", "qos", "setup", "extra",
                "prepare"}
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class _Reader:
@@ -323,7 +326,20 @@ def _strategy(reader: _Reader, key_name: str, data: dict) -> Strategy:
         evaluate=reader.get(data, "evaluate", str, key, default="validation", check=lambda v: v in EVALUATIONS,
                             hint=f"one of {', '.join(EVALUATIONS)}"),
         plans=reader.get(data, "plans", str, key, default=DEFAULT_FAMILY),
+        env=_env_table(reader, reader.get(data, "env", dict, key, default={}), f"{key}.env"),
     )
+
+
+def _env_table(reader: _Reader, data: Any, key: str) -> Dict[str, str]:
+    """Environment variables of a plan table: names to strings (numbers are written as text)."""
+    env = {}
+    for name, value in reader.table(data, key).items():
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise reader.error(f"{key}.{name}", f"must be a string or number, got {value!r}")
+        if not _ENV_NAME.match(name):
+            raise reader.error(f"{key}.{name}", "is not a valid environment variable name")
+        env[name] = str(value)
+    return env
 
 
 def _default_plans_name(plans: str, shrink: Mapping[str, Any]) -> str:
@@ -519,12 +535,7 @@ def parse_plan(data: dict, origin: str = "<plan>", path: Optional[Path] = None) 
     reference = r.get(data, "reference", str, "", default=next(iter(strategies)))
     if reference not in strategies:
         raise r.error("reference", f"unknown strategy {reference!r} (known: {', '.join(strategies)})")
-    env_raw = r.table(r.get(overrides, "env", dict, "overrides", default={}), "overrides.env")
-    env = {}
-    for name, value in env_raw.items():
-        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            raise r.error(f"overrides.env.{name}", f"must be a string or number, got {value!r}")
-        env[name] = str(value)
+    env = _env_table(r, r.get(overrides, "env", dict, "overrides", default={}), "overrides.env")
     slurm = r.table(r.get(data, "slurm", dict, "", default={}), "slurm")
     r.unknown(slurm, _SLURM_KEYS, "slurm")
     fingerprint_voxels = r.get(overrides, "fingerprint_voxels", (int, float), "overrides", default=None,
@@ -547,6 +558,7 @@ def parse_plan(data: dict, origin: str = "<plan>", path: Optional[Path] = None) 
         device=r.get(data, "device", str, "", default="cuda", check=lambda v: v in ("cuda", "cpu", "mps"),
                      hint="cuda, cpu or mps"),
         num_processes=r.get(data, "num_processes", int, "", default=4, check=lambda v: v >= 1),
+        test_time_mirroring=r.get(data, "test_time_mirroring", bool, "", default=True),
         fingerprint_voxels=None if fingerprint_voxels is None else float(fingerprint_voxels),
         shrink=dict(shrink),
         env=env,

@@ -51,6 +51,8 @@ def plan_env(plan: Plan) -> Dict[str, str]:
     """Variables the plan's commands need on top of the current environment."""
     env = dict(plan.env)
     env[config.EXT_TRAINER] = config.ext_trainer_search_path()
+    if not plan.test_time_mirroring:
+        env[config.TEST_TIME_MIRRORING] = "0"
     return env
 
 
@@ -114,9 +116,9 @@ def run_steps(plan: Plan, steps: Sequence[Step], workdir: Path, executor: Option
         if step.training is not None and command != step.command:
             logger.info("resuming %s (%s)", step.name, command[-1])
         log_file = workdir / "logs" / f"{step.name}.log"
-        logger.info("[%s] $ %s", step.name, shlex.join(command))
+        logger.info("[%s] $ %s", step.name, step.shell(command))
         started = time.time()
-        status = executor(step, command, env, log_file)
+        status = executor(step, command, {**env, **step.env}, log_file)
         seconds = time.time() - started
         report.seconds[step.name] = seconds
         with open(workdir / "run_log.jsonl", "a") as record:

@@ -35,7 +35,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 from nnunet_transfer import config
 from nnunet_transfer.experiments.plan import Plan
 from nnunet_transfer.experiments.runner import plan_env
-from nnunet_transfer.experiments.steps import Step, _without_pretrained, shell_join
+from nnunet_transfer.experiments.steps import Step, _without_pretrained
 
 _RESOURCE_FLAGS = (("partition", "partition"), ("account", "account"), ("qos", "qos"), ("time", "time"),
                    ("cpus_per_task", "cpus-per-task"), ("mem", "mem"), ("gres", "gres"), ("gpus", "gpus"))
@@ -79,15 +79,15 @@ def _header(plan: Plan, name: str, settings: Mapping[str, Any], log_dir: Path, a
 
 def _guarded(step: Step) -> List[str]:
     """Shell lines that run ``step`` unless its marker files exist; training resumes."""
-    command = shell_join(step.command)
+    command = step.shell(step.command)
     if step.training is not None:
         t = step.training
         base = _without_pretrained(step.command)
         done = " && ".join(f"[ -f {shlex.quote(str(p))} ]" for p in step.markers)
         return [f"# {step.name}",
                 f"if {done}; then echo 'done: {step.name}'",
-                f"elif [ -f {shlex.quote(str(t.final))} ]; then {shell_join(base + ['--val'])}",
-                f"elif [ -f {shlex.quote(str(t.latest))} ]; then {shell_join(base + ['--c'])}",
+                f"elif [ -f {shlex.quote(str(t.final))} ]; then {step.shell(base + ['--val'])}",
+                f"elif [ -f {shlex.quote(str(t.latest))} ]; then {step.shell(base + ['--c'])}",
                 f"else {command}; fi"]
     if not step.markers:
         return [f"# {step.name}", command]

@@ -35,7 +35,7 @@ import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 from nnunet_transfer import config
 from nnunet_transfer.experiments.plan import (DEFAULT_FAMILY, DatasetSpec, Plan, PlansFamily, Strategy, expand_source,
@@ -83,6 +83,7 @@ class Step:
     fold: Optional[str] = None
     markers: List[Path] = field(default_factory=list)
     training: Optional[Training] = None
+    env: Dict[str, str] = field(default_factory=dict)  # set for this command only (over the plan's)
 
     def current_command(self) -> List[str]:
         """The command to run now: for training, with ``--c`` or ``--val`` when resuming."""
@@ -96,8 +97,18 @@ class Step:
         return list(self.command)
 
     def shell(self, command: Optional[Sequence[str]] = None) -> str:
-        """The command as one shell line (unset ``$VARIABLES`` stay expandable)."""
-        return shell_join(self.current_command() if command is None else list(command))
+        """The command as one shell line, led by the step's own variables (``A=1 cmd``)."""
+        line = shell_join(self.current_command() if command is None else list(command))
+        return env_prefix(self.env) + line
+
+
+def env_prefix(env: Mapping[str, str]) -> str:
+    """``NAME=value `` assignments that set ``env`` for one shell command.
+
+    >>> env_prefix({"nnUNetTransfer_num_epochs": "6"})
+    'nnUNetTransfer_num_epochs=6 '
+    """
+    return "".join(f"{k}={shlex.quote(v)} " for k, v in env.items())
 
 
 def shell_join(command: Sequence[str]) -> str:
@@ -386,7 +397,7 @@ def train_step(layout: Layout, strategy: Strategy, fold: str) -> Step:
     training = Training(fold_dir, pretrained, needs_validation=strategy.per_fold)
     markers = [training.final] + ([training.summary] if training.needs_validation else [])
     return Step(f"train-{strategy.key}-fold_{fold}", command, _all_files(*markers), stage="train",
-                strategy=strategy.key, fold=fold, markers=markers, training=training)
+                strategy=strategy.key, fold=fold, markers=markers, training=training, env=dict(strategy.env))
 
 
 def evaluation_steps(layout: Layout, strategy: Strategy, folds: Sequence[int]) -> List[Step]:
@@ -398,6 +409,7 @@ def evaluation_steps(layout: Layout, strategy: Strategy, folds: Sequence[int]) -
             steps.append(Step(f"predict-{strategy.key}-fold_{fold}", [
                 CLI, "predict-folds", str(layout.model_dir(strategy)), str(target.id),
                 "-o", str(layout.prediction_dir(strategy)), "-f", str(fold), "--model-folds", "all",
+                *([] if plan.test_time_mirroring else ["--no-mirroring"]),
                 "-device", plan.device], _all_files(summary), stage="evaluate", strategy=strategy.key,
                 fold=str(fold), markers=[summary]))
         return steps

@@ -146,7 +146,16 @@ class TransferTrainerBase(nnUNetTrainer):
             self.print_to_log_file("nnunet-transfer: fold 'all' has no held-out cases; skipping the final "
                                    "validation (it would predict every training case)")
             return
-        super().perform_actual_validation(save_probabilities)
+        if config.test_time_mirroring():
+            return super().perform_actual_validation(save_probabilities)
+        # the checkpoints are written already and keep the axes: nnUNetv2_predict still mirrors
+        axes, self.inference_allowed_mirroring_axes = self.inference_allowed_mirroring_axes, None
+        self.print_to_log_file(f"nnunet-transfer: final validation without test-time mirroring "
+                               f"({config.TEST_TIME_MIRRORING}=0)")
+        try:
+            super().perform_actual_validation(save_probabilities)
+        finally:
+            self.inference_allowed_mirroring_axes = axes
 
     def train_step(self, batch: dict) -> dict:
         data = batch["data"].to(self.device, non_blocking=True)
