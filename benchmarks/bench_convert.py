@@ -6,13 +6,17 @@ zero background, float64 label files, gzip), then times
 - ``shutil.copyfile`` of every case file (the I/O floor of any conversion),
 - that copy plus one ``zlib`` decompression of every label file (the floor of a conversion
   that proves every label value; ``convert_brats`` must read the labels to check them),
-- ``convert_brats`` with 1 worker, and with 2 (or ``--workers``) workers,
+- ``convert_brats`` with 1 worker, and with each count of ``--workers`` (default 2),
 
 each the best of ``--repeats`` runs, and prints the ratio conversion / copy and the
 speed-up from more workers.
 
 Example:
     python benchmarks/bench_convert.py --cases 8 --shape 155 240 240 --workers 2
+    python benchmarks/bench_convert.py --cases 64 --workers 4 8 16      # scaling on a bigger machine
+
+Worker pools start by spawning Python processes (about a second each, in parallel), so
+speed-ups need several cases per worker to show.
 """
 
 from __future__ import annotations
@@ -82,7 +86,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", type=int, default=8)
     parser.add_argument("--shape", type=int, nargs=3, default=[155, 240, 240], help="z y x (default: BraTS size)")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, nargs="+", default=[2], help="worker counts to time")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder")
     args = parser.parse_args(argv)
@@ -116,13 +120,15 @@ def main(argv=None) -> int:
         t_copy = best_of(args.repeats, copy)
         t_floor = best_of(args.repeats, copy_inflate)
         t_one = best_of(args.repeats, lambda: convert_brats(source, 901, "Bench"))
-        t_many = best_of(args.repeats, lambda: convert_brats(source, 901, "Bench", num_processes=args.workers))
+        t_many = {n: best_of(args.repeats, lambda: convert_brats(source, 901, "Bench", num_processes=n))
+                  for n in args.workers}
         print(f"plain copy            : {t_copy:7.3f} s")
         print(f"copy + inflate labels : {t_floor:7.3f} s")
         print(f"convert, 1 worker     : {t_one:7.3f} s   ratio to copy {t_one / t_copy:5.2f}x (goal <= 1.3x), "
               f"to copy + inflate labels {t_one / t_floor:4.2f}x")
-        print(f"convert, {args.workers} workers    : {t_many:7.3f} s   speed-up over 1 worker {t_one / t_many:4.2f}x "
-              f"(ideal {args.workers}x; CPUs here: {os.cpu_count()})")
+        for n, t in t_many.items():
+            print(f"convert, {n:2d} workers   : {t:7.3f} s   speed-up over 1 worker {t_one / t:4.2f}x "
+                  f"(ideal {min(n, args.cases, os.cpu_count())}x; CPUs here: {os.cpu_count()})")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -38,6 +38,10 @@ def test_shipped_plans_load():
     demo = load_plan("demo")  # a shipped plan by name
     assert demo.source.is_synth and demo.training_plans == "nnUNetPlansTiny"
     assert demo.fingerprint_voxels == 1e5 and demo.env["nnUNetTransfer_num_epochs"] == "4"
+    assert demo.strategies["finetune"].env == {"nnUNetTransfer_num_epochs": "2",
+                                               "nnUNetTransfer_iterations_per_epoch": "30"}
+    assert demo.strategies["dann"].env == {} and demo.test_time_mirroring is False
+    assert plan.test_time_mirroring is True  # nnU-Net's default
     alone = load_plan("brainunet")
     assert [s.plans for s in alone.strategies.values()] == ["brainunet", "brainunet"]
     assert {r: d.id for r, d in alone.datasets.items()} == {"source": 234, "target": 235}  # shared with Table 2
@@ -70,6 +74,11 @@ def test_shipped_plans_load():
     (lambda d: d.update(device="tpu"), "device: invalid value 'tpu'"),
     (lambda d: d.update(overrides={"shrink": {"features": 3}}), "overrides.shrink.features: unknown key"),
     (lambda d: d.update(overrides={"env": {"X": [1]}}), "overrides.env.X: must be a string or number"),
+    (lambda d: d["strategies"]["dann"].update(env={"nnUNetTransfer_num_epochs": True}),
+     "strategies.dann.env.nnUNetTransfer_num_epochs: must be a string or number"),
+    (lambda d: d["strategies"]["dann"].update(env={"1BAD": 2}), "strategies.dann.env.1BAD: is not a valid"),
+    (lambda d: d["strategies"]["dann"].update(env=3), "strategies.dann.env: must be dict"),
+    (lambda d: d.update(test_time_mirroring="no"), "test_time_mirroring: must be bool"),
     (lambda d: d.update(strategies={}), "strategies: at least one strategy"),
 ])
 def test_validation_errors_name_the_key(edit, message):

@@ -107,6 +107,25 @@ def test_subprocess_executor_passes_plan_environment(nnunet_env, tmp_path):
     assert epochs == "4" and Path(trainer_path.split(":")[0]).name == "nnunet_ext"
 
 
+def test_strategy_env_reaches_its_trainings_over_the_plan_env(nnunet_env, tmp_path):
+    plan = load_plan("demo")
+    seen = {}
+
+    class Recording(FakeNnunet):
+        def __call__(self, step, command, env, log_file):
+            seen[step.name] = env
+            return super().__call__(step, command, env, log_file)
+
+    fake = Recording()
+    run_steps(plan, _steps(plan, tmp_path, fake, folds=[0], strategies=["finetune", "dann"]), tmp_path, executor=fake)
+    assert seen["train-baseline-fold_all"]["nnUNetTransfer_num_epochs"] == "4"
+    assert seen["train-finetune-fold_0"]["nnUNetTransfer_num_epochs"] == "2"
+    assert seen["train-finetune-fold_0"]["nnUNetTransfer_iterations_per_epoch"] == "30"
+    assert seen["train-dann-fold_0"]["nnUNetTransfer_num_epochs"] == "4"  # the plan's overrides.env
+    assert seen["train-dann-fold_0"]["nnUNetTransfer_test_time_mirroring"] == "0"
+    assert seen["train-dann-fold_0"]["nnUNetTransfer_iterations_per_epoch"] == "50"
+
+
 def test_brainunet_plan_resumes_with_its_own_plans(nnunet_env, tmp_path, monkeypatch):
     monkeypatch.setenv("BRATS_GLI", "/data/gli")
     monkeypatch.setenv("BRATS_SSA", "/data/ssa")

@@ -170,6 +170,9 @@ def test_emit_cli_refuses_foreign_folder(nnunet_env, tmp_path, capsys):
     assert main(["run", "demo", "--workdir", str(tmp_path / "w"), "--emit", "slurm", str(out), "--gres", "gpu:a100:1"]) == 0
     assert "submit with: bash" in capsys.readouterr().out
     assert "#SBATCH --gres=gpu:a100:1" in (out / "10_dann.sbatch").read_text()
+    finetune = next(out.glob("*_finetune.sbatch")).read_text()  # a strategy's [env] leads its commands
+    assert "else nnUNetTransfer_num_epochs=2 nnUNetTransfer_iterations_per_epoch=30 nnUNetv2_train 942" in finetune
+    assert "then nnUNetTransfer_num_epochs=2 nnUNetTransfer_iterations_per_epoch=30 nnUNetv2_train 942" in finetune
     assert main(["run", "demo", "--emit", "slurm", str(out)]) == 0  # its own folder: replaced
     foreign = tmp_path / "notes"
     foreign.mkdir()
