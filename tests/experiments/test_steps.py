@@ -189,5 +189,12 @@ def test_demo_brainunet_derives_a_tiny_brainunet_from_the_demo_plans(nnunet_env,
     assert baseline in lines and baseline in dry_run(demo, build_steps(demo, tmp_path))
     assert not any(line.startswith("nnUNetv2_move_plans_between_datasets") and "-tp nnUNetPlansTiny_from941" in line
                    for line in lines)
-    assert sum(line.startswith("nnUNetv2_train") for line in lines) == 1 + 1 + 3
+    assert sum(line.startswith(("nnUNetv2_train", "nnUNetTransfer_")) for line in lines) == 1 + 1 + 2
     assert "--strategy 'BrainUNet Fine-Tuning=" in lines[-1] and "--reference Baseline" in lines[-1]
+
+
+def test_demo_brainunet_shares_the_demo_plans_folds_and_schedule():
+    # the two plans share datasets, splits_final.json, the shrunken plans and the baseline model
+    demo, plan = load_plan("demo"), load_plan("demo_brainunet")
+    assert (plan.folds, plan.shrink, plan.env, plan.split_seed, plan.test_time_mirroring) == (
+        demo.folds, demo.shrink, demo.env, demo.split_seed, demo.test_time_mirroring)
