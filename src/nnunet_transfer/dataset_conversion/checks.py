@@ -25,6 +25,8 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 import SimpleITK as sitk
 
+from nnunet_transfer.dataset_conversion._gzip import inflate
+
 #: Geometry tolerances between the files of one case (mm, or unitless for direction).
 SPACING_RTOL = 1e-4
 ORIGIN_ATOL = 1e-3
@@ -127,20 +129,6 @@ _NIFTI_DTYPES = {2: "u1", 4: "i2", 8: "i4", 16: "f4", 64: "f8", 256: "i1", 512: 
                  1280: "u8"}
 
 
-def _gunzip(data: bytes) -> bytes:
-    """Decompress every gzip member of ``data`` (one zlib call each; CRCs checked by zlib)."""
-    parts = []
-    while data:
-        inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
-        parts.append(inflater.decompress(data))
-        if not inflater.eof:
-            raise ValueError("gzip stream ends early (truncated or corrupt)")
-        data = inflater.unused_data
-        if not data.strip(b"\0"):
-            break
-    return parts[0] if len(parts) == 1 else b"".join(parts)
-
-
 def read_voxels(path: Path) -> np.ndarray:
     """The voxels of a 3D NIfTI file as stored (numpy order z, y, x, as SimpleITK gives them).
 
@@ -149,7 +137,7 @@ def read_voxels(path: Path) -> np.ndarray:
     Raises ValueError for files this reader does not handle.
     """
     path = Path(path)
-    raw = _gunzip(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
+    raw = inflate(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
     for endian in "<>":
         if struct.unpack(endian + "i", raw[:4])[0] == 348:
             dim = struct.unpack(endian + "8h", raw[40:56])
