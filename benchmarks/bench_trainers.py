@@ -113,21 +113,20 @@ def main() -> None:
     plain = make_trainer(nnUNetTrainer, plans, device)
     pretrained = str(tmp / "pretrained.pth")
     plain.save_checkpoint(pretrained)
-    candidates = {
-        "nnUNetTrainer": plain,
-        "nnUNetTrainerMixedDomain": make_trainer(T.nnUNetTrainerMixedDomain, plans, device),
-        "nnUNetTrainerDANN": make_trainer(T.nnUNetTrainerDANN, plans, device),
-        "nnUNetTrainerFineTune": make_trainer(T.nnUNetTrainerFineTune, plans, device, pretrained),
-        "nnUNetTrainerFineTuneFrozenDecoder": make_trainer(T.nnUNetTrainerFineTuneFrozenDecoder, plans, device,
-                                                           pretrained),
-        "nnUNetTrainerFineTuneFrozenEncoder": make_trainer(T.nnUNetTrainerFineTuneFrozenEncoder, plans, device,
-                                                           pretrained),
+    factories = {
+        "nnUNetTrainerMixedDomain": lambda: make_trainer(T.nnUNetTrainerMixedDomain, plans, device),
+        "nnUNetTrainerDANN": lambda: make_trainer(T.nnUNetTrainerDANN, plans, device),
+        "nnUNetTrainerFineTune": lambda: make_trainer(T.nnUNetTrainerFineTune, plans, device, pretrained),
+        "nnUNetTrainerFineTuneFrozenDecoder": lambda: make_trainer(T.nnUNetTrainerFineTuneFrozenDecoder, plans,
+                                                                   device, pretrained),
+        "nnUNetTrainerFineTuneFrozenEncoder": lambda: make_trainer(T.nnUNetTrainerFineTuneFrozenEncoder, plans,
+                                                                   device, pretrained),
     }
-    if args.trainers:
-        unknown = set(args.trainers) - set(candidates)
-        if unknown:
-            parser.error(f"unknown trainer(s) {sorted(unknown)}; choose from {sorted(candidates)}")
-        candidates = {name: t for name, t in candidates.items() if name == "nnUNetTrainer" or name in args.trainers}
+    selected = [n for n in args.trainers or factories if n != "nnUNetTrainer"]
+    unknown = set(selected) - set(factories)
+    if unknown:
+        parser.error(f"unknown trainer(s) {sorted(unknown)}; choose from {sorted(['nnUNetTrainer', *factories])}")
+    candidates = {"nnUNetTrainer": plain, **{name: factories[name]() for name in factories if name in selected}}
     batch = make_batch(plain, args.batch, args.patch, device)
     times = {name: [] for name in candidates}
     for name, trainer in candidates.items():  # warm-up (and compilation, with nnUNet_compile=t on a GPU)

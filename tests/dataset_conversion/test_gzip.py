@@ -12,11 +12,10 @@ from nnunet_transfer.dataset_conversion import _gzip
 from nnunet_transfer.dataset_conversion.checks import read_voxels
 
 
-def test_round_trip_and_interoperates_with_stdlib_gzip():
+def test_inflates_what_stdlib_gzip_wrote_at_any_level():
     data = np.arange(100000, dtype=np.float64).tobytes()
-    assert _gzip.inflate(gzip.compress(data)) == data
-    assert gzip.decompress(_gzip.deflate(data, level=1)) == data
-    assert _gzip.inflate(_gzip.deflate(data, level=9)) == data
+    for level in (1, 6, 9):
+        assert _gzip.inflate(gzip.compress(data, compresslevel=level)) == data
 
 
 def test_concatenated_members_and_trailing_padding():

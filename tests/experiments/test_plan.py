@@ -14,6 +14,14 @@ def _table2() -> dict:
     return tomllib.loads(shipped_plan("brats_ssa_table2").read_text())
 
 
+def _error_of_edited_table2(edit) -> str:
+    data = copy.deepcopy(_table2())
+    edit(data)
+    with pytest.raises(PlanError) as info:
+        parse_plan(data, origin="brats_ssa_table2.toml")
+    return str(info.value)
+
+
 def test_shipped_plans_load():
     plan = load_plan(shipped_plan("brats_ssa_table2"))
     assert plan.folds == 10 and plan.target_domain == "SSA"
@@ -82,12 +90,9 @@ def test_shipped_plans_load():
     (lambda d: d.update(strategies={}), "strategies: at least one strategy"),
 ])
 def test_validation_errors_name_the_key(edit, message):
-    data = copy.deepcopy(_table2())
-    edit(data)
-    with pytest.raises(PlanError) as info:
-        parse_plan(data, origin="brats_ssa_table2.toml")
-    assert message in str(info.value)
-    assert str(info.value).startswith("brats_ssa_table2.toml: ")
+    error = _error_of_edited_table2(edit)
+    assert message in error
+    assert error.startswith("brats_ssa_table2.toml: ")
 
 
 def test_load_errors(tmp_path):
@@ -158,11 +163,7 @@ def _family(d: dict) -> dict:
     (lambda d: d["datasets"]["combined"].update(combine=["source", "tgt"]), "datasets.combined.combine: dataset 'tgt' is not defined"),
 ])
 def test_plans_family_errors_name_the_key(edit, message):
-    data = copy.deepcopy(_table2())
-    edit(data)
-    with pytest.raises(PlanError) as info:
-        parse_plan(data, origin="brats_ssa_table2.toml")
-    assert message in str(info.value)
+    assert message in _error_of_edited_table2(edit)
 
 
 def test_family_derived_from_another_family_and_unused_families():

@@ -61,7 +61,7 @@ def subprocess_executor(echo: bool = True) -> Executor:
     def execute(step: Step, command: List[str], env: Dict[str, str], log_file: Path) -> int:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(log_file, "a") as log:
-            log.write(f"$ {shlex.join(command)}\n")
+            log.write(f"$ {step.shell(command)}\n")
             log.flush()
             try:
                 proc = subprocess.Popen(command, env={**os.environ, **env}, stdout=subprocess.PIPE,
@@ -127,7 +127,7 @@ def run_steps(plan: Plan, steps: Sequence[Step], workdir: Path, executor: Option
         logger.info("[%s] finished with status %d in %.1f s", step.name, status, seconds)
         if status != 0:
             raise RuntimeError(f"step {step.name} failed (exit status {status}) after {seconds:.1f} s: "
-                               f"{shlex.join(command)}; see {log_file}. Rerun the same command to resume.")
+                               f"{step.shell(command)}; see {log_file}. Rerun the same command to resume.")
         if not step.done():
             raise RuntimeError(f"step {step.name} exited normally but its outputs are missing "
                                f"({', '.join(map(str, step.markers)) or 'see its done-check'}); see {log_file}")
