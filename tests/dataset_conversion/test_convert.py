@@ -200,6 +200,42 @@ def test_nan_in_float_image_and_truncated_file_are_defects(tmp_path, nnunet_env)
     assert sorted(p.name for p in (out / "labelsTr").iterdir()) == ["BraTS-SSA-00000-000.nii.gz"]
 
 
+@pytest.mark.parametrize("float_images", [False, True])
+def test_blank_modality_is_a_defect_naming_case_and_file(tmp_path, nnunet_env, float_images):
+    source = make_brats(tmp_path / "src", ssa_ids(2))
+    bad = "BraTS-SSA-00009-000"
+    make_case(source, bad, seed=9, float_images=float_images)
+    blank = source / bad / f"{bad}-t2w.nii.gz"
+    write_image(np.zeros(SHAPE, np.float32 if float_images else np.int16), blank)
+    with pytest.raises(DefectiveCasesError) as info:
+        convert_brats(source, 232, "BraTS23SSA")
+    assert f"{bad}: {bad}-t2w.nii.gz: blank image: all {int(np.prod(SHAPE))} voxels are 0" in str(info.value)
+    assert os.listdir(nnunet_env["nnUNet_raw"]) == []
+    out = convert_brats(source, 232, "BraTS23SSA", skip_bad=True)
+    skipped = json.loads((out / "dataset.json").read_text())["conversion"]["skipped"]
+    assert list(skipped) == [bad] and "blank image" in skipped[bad][0]
+
+
+def test_scaled_label_file_reports_the_values_it_holds(tmp_path, nnunet_env):
+    """A uint8 label file with scl_inter -1 holds -1 (stored 0): report -1, not 255."""
+    source = make_brats(tmp_path / "src", ssa_ids(1), ending=".nii")
+    bad = "BraTS-SSA-00009-000"
+    make_case(source, bad, seed=9, ending=".nii")
+    seg = source / bad / f"{bad}-seg.nii"
+    write_image(label_array(9).astype(np.uint8) + 1, seg)  # stored values 1..4 read as 0..3, and 0 as -1
+    raw = bytearray(seg.read_bytes())
+    raw[112:120] = np.array([1.0, -1.0], "<f4").tobytes()  # scl_slope 1, scl_inter -1 (little-endian NIfTI-1)
+    seg.write_bytes(bytes(raw))
+    assert convert_brats(source, 232, "Fine")  # every value of the scaled file is a label
+    data = bytearray(seg.read_bytes())
+    offset = int(np.frombuffer(bytes(data[108:112]), "<f4")[0])
+    data[offset] = 0  # one voxel now reads -1
+    seg.write_bytes(bytes(data))
+    with pytest.raises(DefectiveCasesError) as info:
+        convert_brats(source, 233, "Bad")
+    assert f"{bad}-seg.nii: unexpected label value(s) -1 (expected 0, 1, 2, 3)" in str(info.value)
+
+
 def test_skip_bad_converts_the_rest(tmp_path, nnunet_env):
     source = make_brats(tmp_path / "src", ssa_ids(3))
     make_case(source, "BraTS-SSA-00010-000", seed=10, skip=["t2f"])

@@ -136,3 +136,15 @@ def test_bounding_box_margin_is_clipped():
     m[0, 5] = True
     assert bounding_box(m, margin=2) == (slice(0, 3), slice(3, 6))
     assert bounding_box(np.zeros((3, 3), bool)) is None
+
+
+def test_definitions_agree_until_far_surface_exceeds_five_percent():
+    """What docs/evaluation.md states: within a voxel below ~5 % far-off surface, tens of mm above."""
+    shape = (100, 100, 140)
+    ref = ball(shape, (50, 50, 40), 18)
+    small = ref | ball(shape, (50, 50, 110), 3)  # false positive: ~3 % of the predicted surface
+    large = ref | ball(shape, (50, 50, 110), 5)  # ~7 %
+    values = {name: (hd95(ref, pred, (1.0, 1.0, 1.0), "medpy"), hd95(ref, pred, (1.0, 1.0, 1.0), "brats2023"))
+              for name, pred in (("small", small), ("large", large))}
+    assert abs(values["small"][0] - values["small"][1]) <= 1.0
+    assert values["large"][1] - values["large"][0] > 40.0

@@ -1,4 +1,4 @@
-"""Per-case checks of BraTS files: readable, complete, same geometry, finite, known labels.
+"""Per-case checks of BraTS files: readable, complete, same geometry, finite, not blank, known labels.
 
 Each check returns a problem sentence (or None); ``Defect`` ties it to a case and a file
 so that errors say what is wrong where.
@@ -162,7 +162,9 @@ def read_voxels(path: Path) -> np.ndarray:
         raise ValueError(f"file holds {len(raw)} bytes, the header needs {offset + count * dtype.itemsize}")
     data = np.frombuffer(raw, dtype=dtype, count=count, offset=offset).reshape(shape[::-1])
     if np.isfinite(slope) and slope != 0 and (slope, inter) != (1, 0):
-        data = data * slope + inter
+        # the stored values scaled: the result is what the file holds (a uint8 file with
+        # scl_inter -1 holds -1), so it must not be cast back to the storage type
+        return data.astype(np.float64) * slope + inter
     return data.astype(dtype.newbyteorder("="), copy=False)
 
 
@@ -235,6 +237,42 @@ def finite_problem(array: np.ndarray) -> Optional[str]:
     if np.isfinite(array).all():
         return None
     return f"{int(np.isnan(array).sum())} NaN and {int(np.isinf(array).sum())} infinite voxel(s)"
+
+
+#: A gzip file smaller than 1/BLANK_GZIP_RATIO of its voxel bytes may hold a constant volume
+#: (gzip packs one of about 1000:1; MR images compress far less) and is read to find out.
+BLANK_GZIP_RATIO = 50
+
+
+def may_be_blank(path: Path) -> bool:
+    """Cheap pre-test for :func:`blank_problem`: False only when the file cannot be constant.
+
+    A ``.nii.gz`` that compresses less than ``BLANK_GZIP_RATIO``:1 holds varying voxels; any
+    other file has to be read to tell.
+    """
+    path = Path(path)
+    if not path.name.endswith(".gz"):
+        return True
+    try:
+        with gzip.open(path, "rb") as fh:
+            expected = _nifti_data_bytes(fh.read(540))
+    except (OSError, EOFError):
+        return True
+    return expected is None or path.stat().st_size * BLANK_GZIP_RATIO >= expected
+
+
+def blank_problem(array: np.ndarray) -> Optional[str]:
+    """A sentence about an image whose voxels all hold one value (a blank export), or None.
+
+    >>> blank_problem(np.zeros((2, 3, 4)))
+    'blank image: all 24 voxels are 0 (an empty or failed export?)'
+    """
+    if array.size == 0:
+        return "empty image (no voxels)"
+    first = array.flat[0]
+    if np.all(array == first):
+        return f"blank image: all {array.size} voxels are {float(first):g} (an empty or failed export?)"
+    return None
 
 
 def label_problem(array: np.ndarray, label_map: Dict[int, int]) -> Optional[str]:

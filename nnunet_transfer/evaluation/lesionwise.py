@@ -16,7 +16,8 @@ The rules of the BraTS 2023 evaluation script (``rachitsaluja/BraTS-2023-Metrics
    With no kept lesion and no false positive, Dice is 1 and HD95 0.
 
 The ``brats-evaluation`` package (panoptica) reports a different lesion score: one-to-one
-matching of instances without dilation, with false positives ignored in its Dice.
+matching of instances without dilation, its lesion Dice averaged over the matched pairs only
+(false positives and missed lesions both ignored).
 
 Example:
     >>> import numpy as np

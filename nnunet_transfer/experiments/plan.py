@@ -47,6 +47,7 @@ Example:
 from __future__ import annotations
 
 import os
+import importlib
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -69,7 +70,8 @@ _CONVERT_OWN = {"-d": "id", "--dataset-id": "id", "-n": "name", "--name": "name"
 # options of `nnunet-transfer brainunet-plans` that a plans family sets itself (not allowed in args)
 _DERIVE_OWN = {"-p": "base", "--plans": "base", "-o": "name", "--output": "name", "-c": "configuration",
                "--configurations": "configuration"}
-PLANS_DIR = Path(__file__).resolve().parent.parent / "plans"
+#: The shipped plans: ``plans/`` of a checkout, installed as the ``nnunet_transfer.plans`` package.
+PLANS_DIR = Path(importlib.import_module("nnunet_transfer.plans").__file__).resolve().parent
 
 
 class PlanError(ValueError):

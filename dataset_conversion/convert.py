@@ -8,7 +8,8 @@ With ``clip_percentiles`` every image (training and test) is clipped to its own 
 inside the brain and written as float32 (see :mod:`~nnunet_transfer.dataset_conversion.intensity`).
 
 Every case is checked (files present and readable, same grid within a small tolerance,
-known label values, no NaN/inf) before it is written; the dataset is built in a hidden
+known label values, no NaN/inf, no blank image whose voxels all hold one value) before it is
+written; the dataset is built in a hidden
 sibling folder and moved into place only when complete.
 
 Example:
@@ -33,9 +34,9 @@ import SimpleITK as sitk
 from nnunet_transfer import config
 from nnunet_transfer.dataset_conversion import folders
 from nnunet_transfer.dataset_conversion._parallel import imap, workers
-from nnunet_transfer.dataset_conversion.checks import (Defect, DefectiveCasesError, Header, convert_labels,
-                                                        finite_problem, geometry_problem, read_header,
-                                                        read_voxels)
+from nnunet_transfer.dataset_conversion.checks import (Defect, DefectiveCasesError, Header, blank_problem,
+                                                        convert_labels, finite_problem, geometry_problem,
+                                                        may_be_blank, read_header, read_voxels)
 from nnunet_transfer.dataset_conversion.domains import domain_of
 from nnunet_transfer.dataset_conversion.intensity import check_percentiles, clip_to_percentiles, clipping_record
 from nnunet_transfer.dataset_conversion.layouts import (CHANNEL_NAMES, ENDINGS, Layout, SourceCase,
@@ -147,7 +148,7 @@ def _write_case(job: _WriteJob) -> Tuple[str, List[Defect]]:
             rewrite[modality] = True
             try:
                 array = read_voxels(path)
-                problem = finite_problem(array)
+                problem = finite_problem(array) or blank_problem(array)
             except (OSError, EOFError, ValueError, zlib.error) as exc:
                 array, problem = None, f"unreadable ({exc})"
             if problem:
@@ -157,9 +158,10 @@ def _write_case(job: _WriteJob) -> Tuple[str, List[Defect]]:
                 loaded[modality] = reference.apply_to(sitk.GetImageFromArray(clipped))
             continue
         rewrite[modality] = _ending(path) != job.file_ending or not header.same_geometry(reference)
-        if header.is_float or job.full_check:
+        if header.is_float or job.full_check or may_be_blank(path):
             try:
-                problem = finite_problem(read_voxels(path))
+                array = read_voxels(path)
+                problem = finite_problem(array) or blank_problem(array)
             except (OSError, EOFError, ValueError, zlib.error) as exc:
                 problem = f"unreadable ({exc})"
             if problem:
@@ -326,3 +328,11 @@ def convert_brats(source: Path, dataset_id: int, name: str, modalities: Optional
     logger.info("wrote %s: %d training and %d test case(s), %d skipped", target, num_training,
                 len(written) - num_training, len(skipped))
     return target
+
+
+if __name__ == "__main__":  # python dataset_conversion/convert.py SOURCE -d ID -n NAME (same as `nnunet-transfer convert`)
+    import sys
+
+    from nnunet_transfer.cli import main
+
+    sys.exit(main(["convert", *sys.argv[1:]]))

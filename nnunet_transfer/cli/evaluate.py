@@ -7,8 +7,11 @@ Writes a summary in the layout of nnU-Net's summary.json (metric_per_case, mean,
 foreground_mean) with, per case and per label (NCR=1, ED=2, ET=3) and region (WT=1+2+3,
 TC=1+3, ET-region=3): Dice, IoU, HD95 in mm, TP/FP/FN/TN, n_ref/n_pred and volumes.
 HD95 "medpy" (default): 95th percentile of the pooled border distances of both directions
-(MedPy, panoptica, brats-evaluation); "brats2023": DeepMind surface-distance style, area
-weighted, the larger directed 95th percentile (BraTS 2023 challenge). Both empty: Dice 1,
+(MedPy's hd95, in mm); "brats2023": DeepMind surface-distance style, area weighted, the larger
+directed 95th percentile (BraTS 2023 challenge). They agree within about a voxel unless false
+positives or misses exceed about 5 % of a surface; then they can differ by tens of mm.
+panoptica/brats-evaluation's HD95 is in voxels (spacing ignored), inf without overlap, 373/NaN
+for one/two empty masks: not comparable with either. Both empty: Dice 1,
 HD95 0; one empty: Dice 0, HD95 --empty-penalty (374 mm). The mean Dice/HD95 of each
 structure is printed.
 """
