@@ -12,6 +12,7 @@ from nnunet_transfer.training.freezing import unwrap
 from nnunet_transfer.training.grl import ganin_lambda, grad_reverse
 from nnunet_transfer.training.mixed_domain import DomainAwareMixin
 
+
 class DomainAdversarialMixin(DomainAwareMixin):
     """DANN: a domain classifier on encoder features behind a gradient-reversal layer.
 

@@ -19,6 +19,7 @@ from torch import autocast
 from nnunet_transfer import config
 from nnunet_transfer.training.lr_schedule import PolyWarmupLR
 
+
 CHECKPOINT_KEY = "nnunet_transfer"
 
 

@@ -10,6 +10,7 @@ from batchgenerators.utilities.file_and_folder_operations import isfile
 
 from nnunet_transfer.training.freezing import SEGMENTATION_HEAD, freeze_parameters, part_parameter_names, unwrap
 
+
 def pretrained_weights_from_argv(argv: Optional[List[str]] = None) -> Optional[str]:
     """The ``-pretrained_weights`` value of the running ``nnUNetv2_train`` command, if any.
 

@@ -7,6 +7,7 @@ from typing import List, Optional
 from nnunet_transfer.domains import read_domains, target_domain_of
 from nnunet_transfer.training.sampling import DomainBalancedDataLoader, swap_loader_class
 
+
 class DomainAwareMixin:
     """Knows each case's domain; draws ``target_share`` of every batch from the target domain.
 

@@ -6,6 +6,7 @@ from typing import List
 
 import torch
 
+
 class PaperRecipeMixin:
     """The paper's recipe: Adam, lr 6e-5, poly decay with exponent 0.75, batch size 1.
 
