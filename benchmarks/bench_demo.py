@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,24 @@ import time
 from pathlib import Path
 
 BUDGET_S = 15 * 60
+
+
+ACCURACY = re.compile(r"nnunet-transfer: seg_loss [-0-9.]+, domain_loss ([0-9.]+), domain_acc ([0-9.]+)")
+
+
+def print_domain_accuracy(workdir: Path) -> None:
+    """The domain classifier's training accuracy (first and last epoch, per fold) of both DANN rows.
+
+    Goal (issue 11): without reversal the classifier reaches high accuracy on the demo data;
+    with reversal it is held near chance (balanced batches: chance is 0.5).
+    """
+    for trainer in ("nnUNetTrainerDANNNoGRL", "nnUNetTrainerDANN"):
+        for fold_dir in sorted(workdir.glob(f"**/{trainer}__*/fold_*")):
+            epochs = [float(m.group(2)) for log in sorted(fold_dir.glob("training_log_*.txt"))
+                      for m in ACCURACY.finditer(log.read_text())]
+            if epochs:
+                print(f"{trainer:24s} {fold_dir.name}: domain accuracy per epoch "
+                      f"{' '.join(f'{a:.2f}' for a in epochs)} (last {epochs[-1]:.2f})")
 
 
 def main() -> int:
@@ -48,6 +67,7 @@ def main() -> int:
         if name != reference:
             beaten.append(dice > base)
     print(f"transfer strategies beating the baseline: {sum(beaten)}/{len(beaten)}")
+    print_domain_accuracy(workdir)
     if not args.keep and args.workdir is None:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0

@@ -8,13 +8,25 @@ trainer and its ratio to plain ``nnUNetTrainer`` measured in the same run.
     python benchmarks/bench_trainers.py --width 1 --device cuda --patch 128 128 128 --batch 2
 
 Goals (issue 2): DANN <= 1.05x, MixedDomain <= 1.02x, frozen decoder < 1.0x.
+
+``--memory`` also measures peak memory per trainer, each in a fresh process (CUDA max
+allocated where a GPU is present, otherwise the process's peak RSS), over a training step, a
+validation forward pass (eval mode, no grad) and another training step: the pattern in which
+DANN's encoder hook used to keep the validation batch's skip tensors alive. Goal (issue 11):
+DANN <= 1.05x plain ``nnUNetTrainer``.
+
+    python benchmarks/bench_trainers.py --memory --repeats 3
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -91,7 +103,11 @@ def main() -> None:
                         help="untimed steps per trainer first (more with nnUNet_compile=t, which compiles then)")
     parser.add_argument("--trainers", nargs="+", metavar="NAME",
                         help="time only these (nnUNetTrainer is always timed: it is the reference)")
+    parser.add_argument("--memory", action="store_true", help="also measure peak memory, one process per trainer")
+    parser.add_argument("--memory-child", metavar="NAME", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.memory_child:
+        return memory_child(args)
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_trainers_"))
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
@@ -150,6 +166,59 @@ def main() -> None:
     for name, values in times.items():
         median = statistics.median(values)
         print(f"{name:40s} {median:9.3f} {median / base:7.3f}")
+    if args.memory:
+        print_memory(args, [n for n in candidates if n in MEMORY_TRAINERS])
+
+
+MEMORY_TRAINERS = ("nnUNetTrainer", "nnUNetTrainerMixedDomain", "nnUNetTrainerDANN", "nnUNetTrainerDANNNoGRL")
+
+
+def print_memory(args, names) -> None:
+    """Peak memory of each trainer, measured in a fresh process so that peaks do not mix."""
+    peaks = {}
+    for name in names:
+        command = [sys.executable, __file__, "--memory-child", name, "--width", str(args.width), "--patch",
+                   *map(str, args.patch), "--batch", str(args.batch), "--device", args.device]
+        out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+        peaks[name] = json.loads(out.strip().splitlines()[-1])
+    unit = peaks[names[0]]["what"]
+    print(f"peak memory ({unit}; train step, validation forward, train step; one process per trainer)")
+    print(f"{'trainer':40s} {'peak [MB]':>9s} {'ratio':>7s}")
+    base = peaks["nnUNetTrainer"]["mb"]
+    for name, peak in peaks.items():
+        print(f"{name:40s} {peak['mb']:9.1f} {peak['mb'] / base:7.3f}")
+
+
+def memory_child(args) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="bench_memory_"))
+    for variable in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        os.environ[variable] = str(tmp / variable)
+    data_folder = tmp / "nnUNet_preprocessed" / "Dataset999_Bench" / "nnUNetPlans_3d_fullres"
+    data_folder.mkdir(parents=True)
+    (data_folder / "placeholder.b2nd").touch()
+    os.environ.setdefault("nnUNet_compile", "f")
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunet_transfer.training import trainers as T
+
+    device = torch.device(args.device)
+    cls = nnUNetTrainer if args.memory_child == "nnUNetTrainer" else getattr(T, args.memory_child)
+    trainer = make_trainer(cls, plans_for(args.width, args.patch, args.batch), device)
+    batch = make_batch(trainer, args.batch, args.patch, device)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    trainer.train_step(batch)
+    trainer.network.eval()
+    with torch.no_grad():
+        trainer.network(batch["data"].to(device))
+    trainer.network.train()
+    trainer.train_step(batch)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        peak = {"mb": torch.cuda.max_memory_allocated() / 2 ** 20, "what": "CUDA max allocated"}
+    else:
+        peak = {"mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "what": "peak RSS"}
+    print(json.dumps(peak))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,10 @@ The plugin's own knobs, all optional:
     nnU-Net trainers). Meant for smoke tests and the CPU demo; each trainer logs the
     values it applied.
 
+``nnUNetTransfer_save_every``
+    Write ``checkpoint_latest.pth`` every N epochs instead of nnU-Net's 50 (short runs that
+    must be resumable, kill-and-resume tests).
+
 ``nnUNetTransfer_test_time_mirroring``
     ``0`` turns test-time mirroring off in the final validation of every ``nnunet_transfer``
     trainer (8x fewer network passes in 3D; the checkpoint keeps nnU-Net's mirroring axes,
@@ -36,6 +40,7 @@ EXT_TRAINER = "nnUNet_extTrainer"
 NUM_EPOCHS = "nnUNetTransfer_num_epochs"
 ITERATIONS_PER_EPOCH = "nnUNetTransfer_iterations_per_epoch"
 VAL_ITERATIONS_PER_EPOCH = "nnUNetTransfer_val_iterations_per_epoch"
+SAVE_EVERY = "nnUNetTransfer_save_every"
 TEST_TIME_MIRRORING = "nnUNetTransfer_test_time_mirroring"
 
 
@@ -96,6 +101,7 @@ def schedule_overrides() -> dict:
         "num_epochs": _positive_int(NUM_EPOCHS),
         "num_iterations_per_epoch": _positive_int(ITERATIONS_PER_EPOCH),
         "num_val_iterations_per_epoch": _positive_int(VAL_ITERATIONS_PER_EPOCH),
+        "save_every": _positive_int(SAVE_EVERY),
     }
     return {key: value for key, value in pairs.items() if value is not None}
 

@@ -5,10 +5,11 @@
 It synthesises a 3T-like source domain (GLI) and a 1.5T-like target domain (SSA), converts
 and combines them, fingerprints and plans the source with nnU-Net, moves those plans to the
 target and combined datasets, preprocesses, writes SSA-only cross-validation splits, trains
-the baseline (source only) and every strategy (combined, fine-tuning, fine-tuning with a
-frozen decoder, DANN, DANN without gradient reversal) briefly with a half-width network, predicts
-the baseline onto the SSA folds, evaluates Dice and HD95, and prints the Table-2 comparison
-(also written with a figure to WORKDIR/comparison).
+the baseline (source only) and every strategy (combined, combined with balanced batches,
+fine-tuning, fine-tuning with a frozen decoder, DANN, DANN without gradient reversal) briefly
+with nnU-Net's recipe and a half-width network, predicts the baseline onto the SSA folds,
+evaluates Dice and HD95, and prints the Table-2 comparison (also written with a figure to
+WORKDIR/comparison).
 
 It is the shipped plan `demo` (see `nnunet-transfer run demo --dry-run`) run through the
 experiment runner, so a rerun resumes where an interrupted one stopped. nnU-Net's folders

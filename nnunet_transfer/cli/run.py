@@ -21,6 +21,10 @@ source plans), so one plan and one comparison can hold different networks:
     nnunet-transfer run brainunet --dry-run                           # BrainUNet: pre-train on GLI, fine-tune on SSA
     nnunet-transfer run brats_ssa_table2 --strategies brainunet_finetune   # its rows of Table 2 alone
 
+brats_ssa_table2 trains with the paper's recipe (the _PaperRecipe trainers),
+brats_ssa_table2_nnunet_recipe the same rows with nnU-Net's; give each plan a work dir of its
+own (the default): the runner refuses one whose baseline predictions another model made.
+
 Each step knows from the files it leaves whether it is done: a rerun skips finished steps
 and continues interrupted trainings with --c. Commands are logged with their duration;
 their output goes to WORKDIR/logs/<step>.log. Needs nnUNet_raw, nnUNet_preprocessed and
@@ -34,8 +38,8 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("plan", help="plan file (TOML), or the name of a shipped plan (brats_ssa_table2, brainunet, demo, "
-                             "demo_brainunet)")
+    parser.add_argument("plan", help="plan file (TOML), or the name of a shipped plan (brats_ssa_table2, "
+                             "brats_ssa_table2_nnunet_recipe, brainunet, demo, demo_brainunet)")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="folder for synthetic data, logs, predictions and the comparison (default: runs/<plan name>)")
     parser.add_argument("--folds", nargs="+", type=int, default=None, help="target folds to run (default: all)")

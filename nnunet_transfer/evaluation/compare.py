@@ -25,6 +25,13 @@ strategies must have been validated on the same folds and cases; otherwise a
 Outputs in ``out_dir``: ``table2.md``, ``table2.csv``, ``comparison.json`` and
 ``comparison.png`` (box plots of per-case Dice and HD95 per label, by strategy).
 
+*Notes* (``notes`` in ``comparison.json``, a section of ``table2.md``) say which pairs of
+combined-dataset rows differ in one design choice only, e.g. that Combined (uniform batches)
+vs Combined (balanced batches) isolates the sampling and Combined (balanced batches) vs DANN
+isolates the domain loss. A row's design is read from its trainer class (this plugin's
+``-tr`` name in an nnU-Net results folder path, ``.../DatasetXXX/Trainer__Plans__Config``);
+rows compare only when dataset, plans, configuration and recipe match.
+
 Example:
     >>> result = compare_strategies(  # doctest: +SKIP
     ...     {"Baseline": ["baseline_preds"], "Fine-Tuning": ["$nnUNet_results/Dataset233_SSA/FT__nnUNetPlans__3d_fullres"]},
@@ -45,6 +52,7 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -275,6 +283,99 @@ def build_table(data: StrategyData, reference: str, labels: Sequence[str] = ("NC
             "per_fold": per_fold, "per_case": per_case}
 
 
+@dataclass(frozen=True)
+class MixedDomainDesign:
+    """How a row trained on a combined dataset draws its batches, and its domain loss."""
+
+    target_share: Optional[float]         # share of every batch from the target domain; None: uniform
+    domain_loss: bool                     # a domain classifier's loss is added (DANN)
+    gradient_reversal: bool               # ... and reaches the encoder reversed
+    setting: Tuple[str, ...]              # dataset, plans, configuration, recipe: must match to compare
+
+    @property
+    def sampling(self) -> str:
+        if self.target_share is None:
+            return "cases drawn uniformly"
+        return f"domain-balanced batches, target share {self.target_share:g}"
+
+    @property
+    def loss(self) -> str:
+        if not self.domain_loss:
+            return "no domain loss"
+        return f"a domain loss {'behind' if self.gradient_reversal else 'without'} gradient reversal"
+
+
+def mixed_domain_design(paths: Union[PathLike, Sequence[PathLike]]) -> Optional[MixedDomainDesign]:
+    """The design of a row in a results folder of this plugin's MixedDomain* or DANN* trainers, else None."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    found = set()
+    for raw in paths:
+        parts = Path(os.path.expandvars(str(raw))).parts
+        for index, part in enumerate(parts):
+            pieces = part.split("__")  # nnU-Net's Trainer__Plans__Configuration
+            if len(pieces) == 3 and all(pieces) and pieces[0].isidentifier():
+                found.add((parts[index - 1] if index else "", *pieces))
+    if len(found) != 1:
+        return None
+    (dataset, trainer, plans, configuration), = found
+    try:
+        from nnunet_transfer.training import trainers
+        from nnunet_transfer.training.mixins import DomainAdversarialMixin, DomainAwareMixin, PaperRecipeMixin
+    except ImportError as exc:  # e.g. no torch: the table does without notes
+        logger.debug("no design notes: %s", exc)
+        return None
+    cls = getattr(trainers, trainer, None)
+    if not isinstance(cls, type) or not issubclass(cls, DomainAwareMixin):
+        return None
+    adversarial = issubclass(cls, DomainAdversarialMixin)
+    recipe = "paper" if issubclass(cls, PaperRecipeMixin) else "nnU-Net"
+    return MixedDomainDesign(target_share=cls.target_share, domain_loss=adversarial,
+                             gradient_reversal=adversarial and bool(cls.reverse_gradients),
+                             setting=(dataset, plans, configuration, recipe))
+
+
+def _difference(a: MixedDomainDesign, b: MixedDomainDesign) -> Optional[str]:
+    """The one design choice two rows differ in ("sampling", "domain loss", ...), or None."""
+    if a.setting != b.setting:
+        return None
+    sampling = a.target_share != b.target_share
+    if a.domain_loss != b.domain_loss:
+        return "sampling and domain loss" if sampling else "domain loss"
+    if a.domain_loss and a.gradient_reversal != b.gradient_reversal:
+        return "sampling and gradient reversal" if sampling else "gradient reversal"
+    return "sampling" if sampling else None
+
+
+def design_notes(designs: Mapping[str, MixedDomainDesign]) -> List[str]:
+    """One note per row and the later rows that differ from it in the same design choice(s)."""
+    names = list(designs)
+    notes = []
+    for index, first in enumerate(names):
+        groups: Dict[str, List[str]] = {}
+        for other in names[index + 1:]:
+            factor = _difference(designs[first], designs[other])
+            if factor is not None:
+                groups.setdefault(factor, []).append(other)
+        a = designs[first]
+        for factor, others in groups.items():
+            versus = f"{first} vs {' / '.join(others)}"
+            if factor == "sampling":
+                details = "; ".join(f"{n}: {designs[n].sampling}" for n in [first, *others])
+                loss = f"segmentation and {a.loss}" if a.domain_loss else "segmentation only"
+                notes.append(f"{versus} isolates the sampling: they share the loss ({loss}) and differ in how "
+                             f"batches are drawn only ({details}).")
+            elif factor in ("domain loss", "gradient reversal"):
+                details = "; ".join(f"{n}: {designs[n].loss}" for n in [first, *others])
+                notes.append(f"{versus} isolates the {factor}: they share the sampler ({a.sampling}) and differ in "
+                             f"the {factor} only ({details}).")
+            else:
+                both = factor.replace(" and ", " and the ")
+                notes.append(f"{versus} differ in both the {both} at once: their difference is not due to "
+                             f"either alone.")
+    return notes
+
+
 def _fmt_p(p: float) -> str:
     return "n/a" if p is None or (isinstance(p, float) and math.isnan(p)) else f"{p:.4f}"
 
@@ -299,6 +400,8 @@ def to_markdown(result: dict) -> str:
             cells = [f"{_fmt_p(tests[level][m][c]['t_pvalue'])} / {_fmt_p(tests[level][m][c]['wilcoxon_pvalue'])}"
                      for m in METRICS for c in columns]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if result.get("notes"):
+        lines += ["", "### Notes", "", *(f"- {note}" for note in result["notes"])]
     return "\n".join(lines) + "\n"
 
 
@@ -379,8 +482,8 @@ def compare_strategies(strategies: Mapping[str, Union[PathLike, Sequence[PathLik
         folds: restrict to these folds.
 
     Returns:
-        The result dict (``table``, ``tests``, ``per_fold``, ``per_case``, ...) plus
-        ``markdown`` and ``files``.
+        The result dict (``table``, ``tests``, ``per_fold``, ``per_case``, ``notes``, ...)
+        plus ``markdown`` and ``files``.
     """
     if not strategies:
         raise ValueError("no strategies to compare")
@@ -389,6 +492,8 @@ def compare_strategies(strategies: Mapping[str, Union[PathLike, Sequence[PathLik
     data: StrategyData = {name: load_strategy(paths, labels, gt_dir, hd95, empty_penalty, num_processes,
                                               file_ending, folds) for name, paths in strategies.items()}
     result = build_table(data, reference, labels)
+    designs = {name: mixed_domain_design(paths) for name, paths in strategies.items()}
+    result["notes"] = design_notes({name: d for name, d in designs.items() if d is not None})
     markdown = to_markdown(result)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

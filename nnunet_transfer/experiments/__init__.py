@@ -4,7 +4,7 @@ Example:
     >>> from nnunet_transfer.experiments import load_plan, shipped_plan
     >>> plan = load_plan(shipped_plan("brats_ssa_table2"))
     >>> [s.trainer for s in plan.strategies.values()][:2]
-    ['nnUNetTrainerSourceOnly', 'nnUNetTrainerMixedDomainUniform']
+    ['nnUNetTrainerSourceOnly_PaperRecipe', 'nnUNetTrainerMixedDomainUniform_PaperRecipe']
 """
 
 from nnunet_transfer.experiments.plan import (DatasetSpec, Plan, PlanError, PlansFamily, Strategy, load_plan,

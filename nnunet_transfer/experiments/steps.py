@@ -139,7 +139,13 @@ def _all_files(*paths: Path) -> Callable[[], bool]:
 
 @dataclass
 class Layout:
-    """Where a plan's files live: nnU-Net's folders and the run's work dir."""
+    """Where a plan's files live: nnU-Net's folders and the run's work dir.
+
+    Models go to ``$nnUNet_results/DatasetXXX/<trainer>__<plans>__<configuration>``, shared by
+    every plan with the same dataset, trainer and plans. Predictions of cross-domain
+    strategies (``predictions/<strategy>``), the comparison, logs and synthetic data go to the
+    work dir, which is one plan's (:func:`check_predictions_owner` refuses to mix models there).
+    """
 
     plan: Plan
     workdir: Path
@@ -400,9 +406,31 @@ def train_step(layout: Layout, strategy: Strategy, fold: str) -> Step:
                 strategy=strategy.key, fold=fold, markers=markers, training=training, env=dict(strategy.env))
 
 
+def check_predictions_owner(layout: Layout, strategy: Strategy) -> None:
+    """Refuse a work dir whose predictions for ``strategy`` were made by another model.
+
+    ``predict-folds`` reuses the cases it finds predicted, and its output folder is
+    ``WORKDIR/predictions/<strategy>``: two plans (or an edited plan) with the same strategy
+    key but other models must not share a work dir. The model is the ``source_model`` that
+    ``predict-folds`` records in the folder's ``dataset.json``.
+    """
+    folder = layout.prediction_dir(strategy)
+    try:
+        made_by = json.loads((folder / "dataset.json").read_text()).get("source_model")
+    except (OSError, ValueError):
+        return  # nothing predicted yet (or no record to go by)
+    model = layout.model_dir(strategy)
+    if made_by and Path(made_by).resolve() != model.resolve():
+        raise ValueError(f"{folder} holds predictions of {made_by}, not of {model} (strategy {strategy.key!r} of "
+                         f"plan {layout.plan.name!r}). Fix: run every plan in a work dir of its own (--workdir; the "
+                         f"default is runs/<plan name>), or, if those predictions are stale (made before the plan "
+                         f"changed the strategy's trainer or plans), move {folder} away to predict again.")
+
+
 def evaluation_steps(layout: Layout, strategy: Strategy, folds: Sequence[int]) -> List[Step]:
     plan, steps = layout.plan, []
     if strategy.evaluate == "cross-domain":
+        check_predictions_owner(layout, strategy)
         target = plan.datasets[plan.family(strategy).target]
         for fold in folds:
             summary = layout.validation_dir(strategy, str(fold)) / "summary.json"
@@ -430,6 +458,8 @@ def compare_step(layout: Layout, strategies: Sequence[Strategy], folds: Sequence
         strategies = [reference, *strategies]
     command = [CLI, "compare"]
     for s in strategies:
+        if s.evaluate == "cross-domain":
+            check_predictions_owner(layout, s)  # the reference may not be among the strategies run
         path = layout.prediction_dir(s) if s.evaluate == "cross-domain" else layout.model_dir(s)
         command += ["--strategy", f"{s.label}={path}"]
     out = layout.comparison_dir()

@@ -1,13 +1,20 @@
 """``TransferTrainerBase``: nnU-Net's ``nnUNetTrainer`` with small hooks and the plugin's checks.
 
 The hooks (``configure_knobs``, ``parameter_groups``, ``build_optimizer``, ``prepare_batch``,
-``compute_loss``, ``check_training_cases``, ``extra_checkpoint_state``) are what the mixins
-of this package override, one idea each; ``trainers.py`` names the combinations.
+``compute_loss``, ``check_training_cases``, ``run_state``, ``extra_checkpoint_state``,
+``on_checkpoint_loaded``) are what the mixins of this package override, one idea each;
+``trainers.py`` names the combinations.
+
+What a run decides at its start (what is frozen, whether the segmentation head came from
+the pretrained model, the domains and the target) is its *run state*: saved in every
+checkpoint under ``nnunet_transfer/run`` and, when a checkpoint is loaded (``--c``,
+``--val``), restored *before* the network and optimizer are built, so a resumed run is the
+same run. nnU-Net forbids ``-pretrained_weights`` with ``--c``/``--val``; nothing a run needs
+is therefore derived from that flag on resume.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
@@ -16,11 +23,9 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.helpers import dummy_context
 from torch import autocast
 
-from nnunet_transfer import config
+from nnunet_transfer import __version__, config
+from nnunet_transfer.training.checkpoints import CHECKPOINT_KEY, complete_checkpoint_writes
 from nnunet_transfer.training.lr_schedule import PolyWarmupLR
-
-
-CHECKPOINT_KEY = "nnunet_transfer"
 
 
 def host_values(loss: torch.Tensor, extras: Dict[str, Any]) -> Dict[str, Any]:
@@ -35,6 +40,10 @@ def host_values(loss: torch.Tensor, extras: Dict[str, Any]) -> Dict[str, Any]:
     out = dict(extras)
     out.update({name: values[i] for i, name in enumerate(names)})
     return out
+
+
+def _parameters(optimizer: torch.optim.Optimizer) -> List[torch.Tensor]:
+    return [p for group in optimizer.param_groups for p in group["params"]]
 
 
 class TransferTrainerBase(nnUNetTrainer):
@@ -54,12 +63,18 @@ class TransferTrainerBase(nnUNetTrainer):
     warmup_epochs: int = 0
     grad_clip_norm: float = 12.0
     validate_fold_all: bool = False
+    #: ``False`` trains without deep supervision (one output, one loss term); ``None`` keeps nnU-Net's (on).
+    deep_supervision: Optional[bool] = None
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self._split: Optional[Tuple[List[str], List[str]]] = None
+        #: the run state of the checkpoint being loaded ({} if it has none); None for a fresh run
+        self.resumed_run: Optional[dict] = None
         self.configure_knobs()
+        if self.deep_supervision is not None:
+            self.enable_deep_supervision = bool(self.deep_supervision)
         for name, value in config.schedule_overrides().items():
             setattr(self, name, value)
             self.print_to_log_file(f"nnunet-transfer: {name} = {value} (set by the environment)")
@@ -94,12 +109,27 @@ class TransferTrainerBase(nnUNetTrainer):
     def check_training_cases(self, train_keys: List[str], val_keys: List[str]) -> None:
         """Validate the split before any epoch runs; mixins raise clear errors here."""
 
+    def run_state(self) -> dict:
+        """What this run decided at its start; mixins add their entries. Saved in every checkpoint."""
+        return {"trainer": self.__class__.__name__, "nnunet_transfer_version": __version__}
+
+    def auxiliary_optimizers(self) -> Dict[str, torch.optim.Optimizer]:
+        """Optimizers of models trained beside the network (a domain classifier), by name.
+
+        ``train_step`` zeroes, unscales, clips (each on its own, at ``grad_clip_norm``) and
+        steps them with the network's; mixins save their state in ``extra_checkpoint_state``.
+        """
+        return {}
+
     def extra_checkpoint_state(self) -> dict:
-        """State saved next to nnU-Net's in checkpoints (kept out of ``network_weights``)."""
+        """Learned state saved next to nnU-Net's in checkpoints (kept out of ``network_weights``)."""
         return {}
 
     def load_extra_checkpoint_state(self, state: dict) -> None:
         """Restore what ``extra_checkpoint_state`` saved."""
+
+    def on_checkpoint_loaded(self) -> None:
+        """Called after a checkpoint's weights and the plugin's state are restored (checks go here)."""
 
     # ---- nnU-Net overrides -------------------------------------------------------------
     def effective_warmup_epochs(self) -> int:
@@ -156,41 +186,53 @@ class TransferTrainerBase(nnUNetTrainer):
             target = target.to(self.device, non_blocking=True)
 
         self.prepare_batch(batch)
-        self.optimizer.zero_grad(set_to_none=True)
+        optimizers = [self.optimizer, *self.auxiliary_optimizers().values()]
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
         with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
             output = self.network(data)
             loss, extras = self.compute_loss(output, target, batch)
 
-        params = [p for group in self.optimizer.param_groups for p in group["params"]]
         if self.grad_scaler is not None:
             self.grad_scaler.scale(loss).backward()
-            self.grad_scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(params, self.grad_clip_norm)
-            self.grad_scaler.step(self.optimizer)
+            for optimizer in optimizers:
+                self.grad_scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(_parameters(optimizer), self.grad_clip_norm)
+            for optimizer in optimizers:
+                self.grad_scaler.step(optimizer)
             self.grad_scaler.update()
         else:
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, self.grad_clip_norm)
-            self.optimizer.step()
+            for optimizer in optimizers:
+                torch.nn.utils.clip_grad_norm_(_parameters(optimizer), self.grad_clip_norm)
+                optimizer.step()
         return host_values(loss, extras)
 
     def save_checkpoint(self, filename: str) -> None:
-        super().save_checkpoint(filename)
-        extra = self.extra_checkpoint_state()
-        if extra and self.local_rank == 0 and not self.disable_checkpointing:
-            checkpoint = torch.load(filename, map_location="cpu", weights_only=False)
-            checkpoint[CHECKPOINT_KEY] = extra
-            tmp = f"{filename}.tmp"
-            torch.save(checkpoint, tmp)
-            os.replace(tmp, filename)
+        """nnU-Net's checkpoint with the run state and extra state inside, written once, atomically."""
+        state = {**self.extra_checkpoint_state(), "run": self.run_state()}
+        with complete_checkpoint_writes(state):
+            super().save_checkpoint(filename)
 
     def load_checkpoint(self, filename_or_checkpoint) -> None:
-        super().load_checkpoint(filename_or_checkpoint)
-        if not self.extra_checkpoint_state():
-            return
+        """Restore the run state first (``initialize`` reads it), then nnU-Net's state, then ours."""
         checkpoint = filename_or_checkpoint if isinstance(filename_or_checkpoint, dict) else \
             torch.load(filename_or_checkpoint, map_location=self.device, weights_only=False)
-        if CHECKPOINT_KEY in checkpoint:
-            self.load_extra_checkpoint_state(checkpoint[CHECKPOINT_KEY])
-        else:
-            self.print_to_log_file("nnunet-transfer: checkpoint has no extra state; starting it fresh")
+        state = checkpoint.get(CHECKPOINT_KEY) or {}
+        if self.was_initialized:
+            self._check_same_run(state.get("run") or {})
+        self.resumed_run = dict(state.get("run") or {})
+        super().load_checkpoint(filename_or_checkpoint)  # nnU-Net 2.8.1 reads a path only, not a dict
+        if state:
+            self.load_extra_checkpoint_state(state)
+        self.on_checkpoint_loaded()
+
+    def _check_same_run(self, saved: dict) -> None:
+        """An already initialised trainer must have decided what the checkpoint's run decided."""
+        current = self.run_state()
+        differ = sorted(k for k in saved if k in current and k != "nnunet_transfer_version"
+                        and saved[k] != current[k])
+        if differ:
+            raise RuntimeError(f"the checkpoint's run decided {', '.join(f'{k}={saved[k]!r}' for k in differ)} "
+                               f"but this trainer decided {', '.join(f'{k}={current[k]!r}' for k in differ)}; "
+                               f"load the checkpoint into a fresh trainer (nnUNetv2_train --c / --val)")

@@ -1,43 +1,102 @@
-"""A small domain classifier on pooled encoder features.
+"""Domain classifiers on encoder features: a pooled MLP, or small strided convolutions first.
+
+nnU-Net normalises every channel of every stage per case (instance norm), so the spatial
+*mean* of a feature map carries almost no domain information: a classifier on
+global-average-pooled features stays at chance. The default here (``kind="conv"``) runs two
+strided 3x3x3 convolutions per feature level (no normalisation, so texture statistics such as
+blur and noise survive) and pools their mean *and* standard deviation; ``kind="mlp"`` pools
+mean and standard deviation of the features themselves (``pooling=("mean",)`` is the old
+global-average-pooled head).
 
 Example:
     >>> import torch
     >>> head = DomainClassifier([8, 16], n_domains=2)
-    >>> feats = [torch.randn(2, 8, 4, 4, 4), torch.randn(2, 16, 2, 2, 2)]
+    >>> feats = [torch.randn(2, 8, 8, 8, 8), torch.randn(2, 16, 4, 4, 4)]
     >>> head(feats).shape
     torch.Size([2, 1])
+    >>> DomainClassifier([8], n_domains=3, kind="mlp")([torch.randn(2, 8, 4, 4, 4)]).shape
+    torch.Size([2, 3])
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import List, Sequence, Tuple
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+KINDS = ("conv", "mlp")
+POOLINGS = ("mean", "std", "max")
+
+
+def pool(feature: torch.Tensor, pooling: Sequence[str]) -> torch.Tensor:
+    """``(batch, channels * len(pooling))``: the requested statistics over the spatial axes.
+
+    >>> pool(torch.ones(2, 3, 4, 4, 4), ("mean", "std")).tolist()[0]
+    [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
+    """
+    flat = feature.flatten(2).float()
+    stats = {"mean": lambda: flat.mean(dim=2), "std": lambda: flat.std(dim=2, unbiased=False),
+             "max": lambda: flat.amax(dim=2)}
+    return torch.cat([stats[name]() for name in pooling], dim=1)
+
 
 class DomainClassifier(nn.Module):
-    """Global-average-pool each feature map, concatenate, and classify the domain with an MLP.
+    """Classify the domain of each sample from one or more encoder feature maps.
 
-    Two domains give one logit (for BCE); more give one logit per domain (for CE).
+    Args:
+        in_channels: channels of each feature map given to ``forward`` (one entry per level).
+        n_domains: two give one logit (BCE); more give one logit per domain (cross-entropy).
+        hidden: width of the convolutions and of the MLP's hidden layer.
+        kind: ``"conv"`` (two stride-2 convolutions per level, then pooling) or ``"mlp"``
+            (pooling of the features themselves).
+        pooling: statistics pooled per channel: any of ``"mean"``, ``"std"``, ``"max"``.
+        dropout: dropout before the last layer.
     """
 
-    def __init__(self, in_channels: Sequence[int], n_domains: int = 2, hidden: int = 64, dropout: float = 0.2):
+    def __init__(self, in_channels: Sequence[int], n_domains: int = 2, hidden: int = 64, kind: str = "conv",
+                 pooling: Sequence[str] = ("mean", "std"), dropout: float = 0.2):
         super().__init__()
         if n_domains < 2:
             raise ValueError(f"a domain classifier needs at least two domains, got {n_domains}")
+        if kind not in KINDS:
+            raise ValueError(f"unknown domain classifier kind {kind!r}; choose one of {', '.join(KINDS)}")
+        unknown = [p for p in pooling if p not in POOLINGS]
+        if unknown or not pooling:
+            raise ValueError(f"pooling {tuple(pooling)!r}: choose one or more of {', '.join(POOLINGS)}")
         self.n_domains = n_domains
+        self.kind = kind
+        self.pooling: Tuple[str, ...] = tuple(pooling)
+        if kind == "conv":
+            self.convs = nn.ModuleList(self._conv_block(int(c), hidden) for c in in_channels)
+            pooled = hidden * len(in_channels) * len(self.pooling)
+        else:
+            self.convs = nn.ModuleList()
+            pooled = int(sum(in_channels)) * len(self.pooling)
         self.mlp = nn.Sequential(
-            nn.Linear(int(sum(in_channels)), hidden),
+            nn.Linear(pooled, hidden),
             nn.LeakyReLU(inplace=True),
             nn.Dropout(dropout),
             nn.Linear(hidden, 1 if n_domains == 2 else n_domains),
         )
 
+    @staticmethod
+    def _conv_block(channels: int, hidden: int) -> nn.Module:
+        return nn.Sequential(nn.Conv3d(channels, hidden, 3, stride=2, padding=1), nn.LeakyReLU(inplace=True),
+                             nn.Conv3d(hidden, hidden, 3, stride=2, padding=1), nn.LeakyReLU(inplace=True))
+
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
-        pooled = [f.flatten(2).mean(dim=2) for f in features]
+        if self.kind == "conv":
+            features = [self._convolve(conv, f) for conv, f in zip(self.convs, features)]
+        pooled: List[torch.Tensor] = [pool(f, self.pooling) for f in features]
         return self.mlp(torch.cat(pooled, dim=1))
+
+    @staticmethod
+    def _convolve(conv: nn.Module, feature: torch.Tensor) -> torch.Tensor:
+        if feature.dim() == 4:  # 2D networks: run the 3D convolutions on a singleton depth axis
+            return conv(feature.unsqueeze(2))
+        return conv(feature)
 
     def loss(self, logits: torch.Tensor, domain_index: torch.Tensor) -> torch.Tensor:
         """BCE for two domains (index 1 is the positive class), cross-entropy otherwise."""

@@ -37,10 +37,31 @@ class DomainAwareMixin:
                 f"{self.__class__.__name__} needs training cases from at least {self.min_training_domains} "
                 f"domains, but fold {self.fold} trains on {counts} only. Fix: train on a combined dataset "
                 f"(nnunet-transfer combine) and check splits_final.json.")
-        self.active_target_domain = self.target_domain or target_domain_of(self.dataset_json, train_domains)
+        target = self.target_domain or target_domain_of(self.dataset_json, train_domains)
+        saved = (self.resumed_run or {}).get("domains") if getattr(self, "resumed_run", None) is not None else None
+        if saved is not None and (saved["target_domain"], saved["target_share"]) != (target, self.target_share):
+            raise RuntimeError(
+                f"{self.__class__.__name__}: the checkpoint's run trained with target domain "
+                f"{saved['target_domain']!r} and target share {saved['target_share']}, this one would use {target!r} "
+                f"and {self.target_share}; did dataset.json or the trainer change? Fix: restore them, or train anew.")
+        if target not in counts:
+            source = ("the trainer's target_domain" if self.target_domain else
+                      "dataset.json's target_domain" if self.dataset_json.get("target_domain") else "the target domain")
+            raise RuntimeError(
+                f"{source} is {target!r}, but fold {self.fold} trains on the domains {sorted(counts)} only "
+                f"(domain names are case-sensitive). Fix: set it to one of {', '.join(map(repr, sorted(counts)))}.")
+        self.active_target_domain = target
         self.training_domain_counts = counts
         self.print_to_log_file(f"nnunet-transfer: training cases per domain {counts}; target domain "
-                               f"{self.active_target_domain}; target share per batch {self.target_share}")
+                               f"{self.active_target_domain}; target share per batch {self.target_share}"
+                               f"{' (uniform sampling over cases)' if self.target_share is None else ''}")
+
+    def run_state(self) -> dict:
+        state = super().run_state()
+        if getattr(self, "active_target_domain", None) is not None:
+            state["domains"] = {"target_domain": self.active_target_domain, "target_share": self.target_share,
+                                "training_cases_per_domain": dict(self.training_domain_counts)}
+        return state
 
     def get_dataloaders(self):
         def factory(*args, **kwargs):

@@ -159,3 +159,34 @@ def test_nnunet_fold_without_hd95_is_evaluated_and_cached(tmp_path):
     nnunet_summary = json.loads((tmp_path / "A" / "fold_1" / "validation" / "summary.json").read_text())
     assert "HD95" not in nnunet_summary["metric_per_case"][0]["metrics"]["1"]  # left untouched
     assert (out / "table2.md").is_file()
+
+
+def test_notes_name_the_design_choice_each_pair_of_combined_rows_isolates(tmp_path):
+    rng = np.random.default_rng(1)
+    write_strategy(tmp_path / "Baseline", rng, 0.0)
+    dataset = tmp_path / "results" / "Dataset233_BraTS23GLISSA"
+    rows = {"Combined": "nnUNetTrainerMixedDomainUniform_PaperRecipe",
+            "Combined (balanced batches)": "nnUNetTrainerMixedDomain_PaperRecipe",
+            "DANN": "nnUNetTrainerDANN_PaperRecipe", "DANN without GRL": "nnUNetTrainerDANNNoGRL_PaperRecipe",
+            "DANN (nnU-Net recipe)": "nnUNetTrainerDANN"}  # another recipe: compared with none of them
+    for offset, (label, trainer) in enumerate(rows.items()):
+        write_strategy(dataset / f"{trainer}__nnUNetPlans_from231__3d_fullres", rng, 0.01 * offset)
+    paths = {"Baseline": tmp_path / "Baseline",
+             **{label: dataset / f"{trainer}__nnUNetPlans_from231__3d_fullres" for label, trainer in rows.items()}}
+    out = tmp_path / "cmp"
+    notes = compare_strategies(paths, "Baseline", out)["notes"]
+    assert [note.split(" isolates ")[0] for note in notes if " isolates " in note] == [
+        "Combined vs Combined (balanced batches)", "Combined (balanced batches) vs DANN / DANN without GRL",
+        "DANN vs DANN without GRL"]
+    assert notes[0].startswith("Combined vs Combined (balanced batches) isolates the sampling: ")
+    assert "Combined: cases drawn uniformly; Combined (balanced batches): domain-balanced batches" in notes[0]
+    assert ("Combined (balanced batches) vs DANN / DANN without GRL isolates the domain loss: they share the "
+            "sampler (domain-balanced batches, target share 0.5)") in notes[2]
+    assert "Combined vs DANN / DANN without GRL differ in both the sampling and the domain loss" in notes[1]
+    assert not any("nnU-Net recipe" in note for note in notes) and len(notes) == 4
+    markdown = (out / "table2.md").read_text()
+    assert "### Notes" in markdown and f"- {notes[0]}" in markdown
+    assert json.loads((out / "comparison.json").read_text())["notes"] == notes
+    # without two comparable combined-dataset rows there is nothing to say
+    result = compare_strategies({"Baseline": tmp_path / "Baseline", "DANN": paths["DANN"]}, "Baseline", tmp_path / "c2")
+    assert result["notes"] == [] and "### Notes" not in result["markdown"]

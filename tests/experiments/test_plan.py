@@ -66,7 +66,7 @@ def test_load_errors(tmp_path):
     bad.write_text("name = [unclosed\n")
     with pytest.raises(PlanError, match="bad.toml: not valid TOML"):
         load_plan(bad)
-    with pytest.raises(FileNotFoundError, match="shipped plans: brainunet, brats_ssa_table2, demo, demo_brainunet"):
+    with pytest.raises(FileNotFoundError, match="shipped plans: brainunet, brats_ssa_table2, brats_ssa_table2_nnunet_recipe, demo, demo_brainunet"):
         load_plan(tmp_path / "missing.toml")
 
 
@@ -83,7 +83,7 @@ def test_selected_strategies_add_what_they_start_from():
     plan = load_plan(shipped_plan("brats_ssa_table2"))
     assert [s.key for s in selected_strategies(plan, ["finetune"])] == ["baseline", "finetune"]
     assert [s.key for s in selected_strategies(plan, ["brainunet_finetune"])] == ["brainunet", "brainunet_finetune"]
-    assert len(selected_strategies(plan)) == 8
+    assert len(selected_strategies(plan)) == 9
     with pytest.raises(ValueError, match="unknown strategy fine"):
         selected_strategies(plan, ["fine"])
 

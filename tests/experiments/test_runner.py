@@ -204,8 +204,8 @@ def test_check_sources_only_for_datasets_still_to_convert(nnunet_env, tmp_path, 
     monkeypatch.setenv("BRATS_SSA", str(tmp_path))
     monkeypatch.delenv("BRATS_SSA_ELSEWHERE", raising=False)
     layout = Layout.from_env(plan, tmp_path)
-    six = ["baseline", "combined", "finetune", "finetune_frozen_decoder", "dann", "dann_no_grl"]
-    check_sources(plan, layout, build_steps(plan, tmp_path, strategies=six))  # the 3-channel data is not needed
+    paper = ["baseline", "combined", "combined_balanced", "finetune", "finetune_frozen_decoder", "dann", "dann_no_grl"]
+    check_sources(plan, layout, build_steps(plan, tmp_path, strategies=paper))  # the 3-channel data is not needed
     with pytest.raises(ValueError, match="datasets.target_3ch.source '\\$BRATS_SSA_ELSEWHERE'"):
         check_sources(plan, layout, build_steps(plan, tmp_path, strategies=["brainunet_finetune"]))
 

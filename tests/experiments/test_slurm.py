@@ -64,8 +64,9 @@ def test_scripts_arrays_resources_and_dependencies(table2, tmp_path):
     written = emit_slurm(table2, steps, tmp_path / "jobs", options={"partition": "gpu", "time": "12:00:00"})
     names = [p.name for p in written]
     assert names == ["00_prepare.sbatch", "10_baseline.sbatch", "10_brainunet.sbatch", "10_combined.sbatch",
-                     "10_finetune.sbatch", "10_finetune_frozen_decoder.sbatch", "10_dann.sbatch",
-                     "10_dann_no_grl.sbatch", "10_brainunet_finetune.sbatch", "90_compare.sbatch", "submit.sh"]
+                     "10_combined_balanced.sbatch", "10_finetune.sbatch", "10_finetune_frozen_decoder.sbatch",
+                     "10_dann.sbatch", "10_dann_no_grl.sbatch", "10_brainunet_finetune.sbatch", "90_compare.sbatch",
+                     "submit.sh"]
     finetune = (tmp_path / "jobs" / "10_finetune.sbatch").read_text()
     assert "#SBATCH --array=0-9" in finetune
     assert "#SBATCH --gres=gpu:1" in finetune and "#SBATCH --partition=gpu" in finetune
@@ -79,11 +80,13 @@ def test_scripts_arrays_resources_and_dependencies(table2, tmp_path):
     submit = (tmp_path / "jobs" / "submit.sh").read_text()
     deps = dict(re.findall(r"^(job_\w+)=\$\(submit (.*?)\S+\.sbatch\)$", submit, re.M))
     assert deps["job_00_prepare"] == ""
-    assert deps["job_10_dann"] == "--dependency=afterok:$job_00_prepare "
+    assert deps["job_10_dann"] == deps["job_10_combined_balanced"] == "--dependency=afterok:$job_00_prepare "
+    balanced = (tmp_path / "jobs" / "10_combined_balanced.sbatch").read_text()
+    assert "#SBATCH --array=0-9" in balanced and "-tr nnUNetTrainerMixedDomain_PaperRecipe " in balanced
     assert deps["job_10_finetune"] == "--dependency=afterok:$job_00_prepare:$job_10_baseline "
     assert deps["job_10_finetune_frozen_decoder"] == "--dependency=afterok:$job_00_prepare:$job_10_baseline "
-    for key in ("baseline", "combined", "finetune", "finetune_frozen_decoder", "dann", "dann_no_grl", "brainunet",
-                "brainunet_finetune"):
+    for key in ("baseline", "combined", "combined_balanced", "finetune", "finetune_frozen_decoder", "dann",
+                "dann_no_grl", "brainunet", "brainunet_finetune"):
         assert f"$job_10_{key}" in deps["job_90_compare"]
     # BrainUNet: its plans are derived and moved in the prepare job; fine-tuning waits for its own pre-training
     assert ("nnunet-transfer brainunet-plans 234 -p nnUNetPlans -o nnUNetPlans_BrainUNet -c 3d_fullres; fi"

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from collections import Counter
+
 import pytest
 
 from nnunet_transfer.cli import main
-from nnunet_transfer.experiments import build_steps, dry_run, load_plan, shipped_plan
+from nnunet_transfer.experiments import Layout, build_steps, dry_run, load_plan, shipped_plan
 
 
 @pytest.fixture
@@ -36,24 +39,28 @@ def test_dry_run_table2_order_and_arguments(table2, tmp_path, nnunet_env):
     assert first("nnUNetv2_preprocess -d 231 -plans_name nnUNetPlans -c 3d_fullres") < first("nnunet-transfer splits")
     assert "nnunet-transfer splits 232 233 235 --target-domain SSA --folds 10 --seed 12345" in lines
     # the source model once, before everything that starts from it
-    source_train = "nnUNetv2_train 231 3d_fullres all -tr nnUNetTrainerSourceOnly -p nnUNetPlans -device cuda"
+    source_train = "nnUNetv2_train 231 3d_fullres all -tr nnUNetTrainerSourceOnly_PaperRecipe -p nnUNetPlans -device cuda"
     assert lines.count(source_train) == 1
     assert first("nnunet-transfer splits") < first(source_train) < first("nnUNetv2_train 232")
     checkpoint = (f"{nnunet_env['nnUNet_results']}/Dataset231_BraTS23GLI/"
-                  "nnUNetTrainerSourceOnly__nnUNetPlans__3d_fullres/fold_all/checkpoint_final.pth")
+                  "nnUNetTrainerSourceOnly_PaperRecipe__nnUNetPlans__3d_fullres/fold_all/checkpoint_final.pth")
     trains = [line for line in lines if line.startswith("nnUNetv2_train")]
-    assert len(trains) == 1 + 5 * 10 + 1 + 10  # the paper's six, then BrainUNet pre-training and fine-tuning
+    # the paper's six and the balanced-batch row, then BrainUNet pre-training and fine-tuning
+    assert len(trains) == 1 + 6 * 10 + 1 + 10
     for fold in range(10):
-        assert (f"nnUNetv2_train 232 3d_fullres {fold} -tr nnUNetTrainerFineTune -p nnUNetPlans_from231 "
-                f"-pretrained_weights {checkpoint} -device cuda") in lines
-        assert f"nnUNetv2_train 233 3d_fullres {fold} -tr nnUNetTrainerDANN -p nnUNetPlans_from231 -device cuda" in lines
-        assert f"nnUNetv2_train 233 3d_fullres {fold} -tr nnUNetTrainerDANNNoGRL -p nnUNetPlans_from231 -device cuda" in lines
-        assert f"nnUNetv2_train 233 3d_fullres {fold} -tr nnUNetTrainerMixedDomainUniform -p nnUNetPlans_from231 -device cuda" in lines
+        for trainer in ("nnUNetTrainerFineTune_PaperRecipe", "nnUNetTrainerFineTuneFrozenDecoder_PaperRecipe"):
+            assert (f"nnUNetv2_train 232 3d_fullres {fold} -tr {trainer} -p nnUNetPlans_from231 "
+                    f"-pretrained_weights {checkpoint} -device cuda") in lines
+        for trainer in ("nnUNetTrainerMixedDomainUniform_PaperRecipe", "nnUNetTrainerMixedDomain_PaperRecipe",
+                        "nnUNetTrainerDANN_PaperRecipe", "nnUNetTrainerDANNNoGRL_PaperRecipe"):
+            assert f"nnUNetv2_train 233 3d_fullres {fold} -tr {trainer} -p nnUNetPlans_from231 -device cuda" in lines
         assert any(line.startswith(f"nnunet-transfer predict-folds {checkpoint.rsplit('/fold_all', 1)[0]} 232 -o ")
                    and f" -f {fold} --model-folds all" in line for line in lines)
-    assert sum(line.startswith("nnunet-transfer evaluate ") for line in lines) == 5 * 10 + 10
+    assert sum(line.startswith("nnunet-transfer evaluate ") for line in lines) == 6 * 10 + 10
     assert lines[-1].startswith("nnunet-transfer compare --strategy Baseline=")
     assert "--strategy 'BrainUNet Fine-Tuning=" in lines[-1]
+    assert ("--strategy 'Combined (balanced batches)=" f"{nnunet_env['nnUNet_results']}/Dataset233_BraTS23GLISSA/"
+            "nnUNetTrainerMixedDomain_PaperRecipe__nnUNetPlans_from231__3d_fullres'") in lines[-1]
     assert "--reference Baseline" in lines[-1] and lines[-1].endswith("--folds 0 1 2 3 4 5 6 7 8 9")
     assert max(i for i, line in enumerate(lines) if line.startswith("nnUNetv2_train")) < first("nnunet-transfer predict-folds")
 
@@ -141,9 +148,9 @@ def test_strategies_of_one_family_prepare_only_their_datasets(table2, tmp_path):
                           "transfer-plans-target_3ch-brainunet", "preprocess-source_3ch-brainunet",
                           "preprocess-target_3ch-brainunet", "splits"]
     assert not any(n.endswith(("-source", "-target", "-combined")) for n in names)
-    # the paper's six alone leave the three-channel datasets alone
-    six = ["baseline", "combined", "finetune", "finetune_frozen_decoder", "dann", "dann_no_grl"]
-    names = [s.name for s in build_steps(table2, tmp_path, folds=[0], strategies=six)]
+    # the paper's six (and the balanced-batch row) alone leave the three-channel datasets alone
+    paper = ["baseline", "combined", "combined_balanced", "finetune", "finetune_frozen_decoder", "dann", "dann_no_grl"]
+    names = [s.name for s in build_steps(table2, tmp_path, folds=[0], strategies=paper)]
     assert not any("3ch" in n or "brainunet" in n for n in names)
     assert "transfer-plans-combined" in names and "preprocess-source" in names
 
@@ -198,3 +205,51 @@ def test_demo_brainunet_shares_the_demo_plans_folds_and_schedule():
     demo, plan = load_plan("demo"), load_plan("demo_brainunet")
     assert (plan.folds, plan.shrink, plan.env, plan.split_seed, plan.test_time_mirroring) == (
         demo.folds, demo.shrink, demo.env, demo.split_seed, demo.test_time_mirroring)
+
+
+
+def _dry_run(plan: str, tmp_path, monkeypatch, capsys) -> list:
+    """The nnUNetv2_train lines of ``nnunet-transfer run PLAN --dry-run``, split into tokens."""
+    for variable in ("BRATS_GLI", "BRATS_SSA"):
+        monkeypatch.setenv(variable, str(tmp_path / variable))
+    assert main(["run", plan, "--dry-run", "--workdir", str(tmp_path / plan)]) == 0
+    return [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("nnUNetv2_train ")]
+
+
+def test_dry_runs_of_the_two_table2_plans_train_with_their_recipes(nnunet_env, tmp_path, monkeypatch, capsys):
+    trainings = _dry_run("brats_ssa_table2", tmp_path, monkeypatch, capsys)
+    paper = Counter(line[line.index("-tr") + 1] for line in trainings)
+    # the paper's six rows and the balanced-batch row with the paper's recipe (one fold-all model, 10 folds
+    # each for the others), BrainUNet's rows with BrainUNet's
+    assert paper == {"nnUNetTrainerSourceOnly_PaperRecipe": 1, "nnUNetTrainerMixedDomainUniform_PaperRecipe": 10,
+                     "nnUNetTrainerMixedDomain_PaperRecipe": 10, "nnUNetTrainerFineTune_PaperRecipe": 10,
+                     "nnUNetTrainerFineTuneFrozenDecoder_PaperRecipe": 10, "nnUNetTrainerDANN_PaperRecipe": 10,
+                     "nnUNetTrainerDANNNoGRL_PaperRecipe": 10, "nnUNetTrainerBrainUNet": 1,
+                     "nnUNetTrainerBrainUNetFineTune": 10}
+    starts = {line[line.index("-pretrained_weights") + 1].split("/")[-3] for line in trainings
+              if "-pretrained_weights" in line and line[1] == "232"}
+    assert starts == {"nnUNetTrainerSourceOnly_PaperRecipe__nnUNetPlans__3d_fullres"}
+    trainings = _dry_run("brats_ssa_table2_nnunet_recipe", tmp_path, monkeypatch, capsys)
+    nnunet = Counter(line[line.index("-tr") + 1] for line in trainings)
+    assert nnunet == {name.replace("_PaperRecipe", ""): n for name, n in paper.items() if "BrainUNet" not in name}
+    starts = {line[line.index("-pretrained_weights") + 1].split("/")[-3] for line in trainings
+              if "-pretrained_weights" in line}
+    assert starts == {"nnUNetTrainerSourceOnly__nnUNetPlans__3d_fullres"}
+
+
+def test_a_work_dir_holding_another_models_predictions_is_refused(nnunet_env, tmp_path):
+    paper, nnunet = load_plan("brats_ssa_table2"), load_plan("brats_ssa_table2_nnunet_recipe")
+    shared = tmp_path / "shared"
+    layout, baseline = Layout.from_env(nnunet, shared), nnunet.strategies["baseline"]
+    predictions = layout.prediction_dir(baseline)
+    predictions.mkdir(parents=True)  # what predict-folds records after predicting with the nnU-Net-recipe baseline
+    (predictions / "dataset.json").write_text(json.dumps({"source_model": str(layout.model_dir(baseline))}))
+    assert build_steps(nnunet, shared)  # its own predictions
+    with pytest.raises(ValueError, match=r"predictions/baseline holds predictions of .*nnUNetTrainerSourceOnly__nnUNetPlans"
+                                         r"__3d_fullres, not of .*nnUNetTrainerSourceOnly_PaperRecipe__.*'brats_ssa_table2'"
+                                         r"\)\. Fix: run every plan in a work dir of its own"):
+        build_steps(paper, shared)
+    assert build_steps(paper, tmp_path / "runs" / paper.name)  # a work dir of its own
+    assert build_steps(paper, shared, strategies=["combined"])  # neither predicts nor compares with the baseline
+    with pytest.raises(ValueError, match="holds predictions of"):  # compared with the baseline, its reference
+        build_steps(paper, shared, strategies=["combined", "dann"])

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 from pathlib import Path
 
@@ -12,78 +10,10 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from nnunet_transfer.planning import shrink_plans, write_plans
-from tests.conftest import nnunet_folders, run_cmd
+from tests.conftest import run_cmd
+from tests.integration.conftest import DATASET, PLANS, SSA, fold_dir, load, train
 
 pytestmark = pytest.mark.integration
-
-DATASET = "Dataset901_TinyTwoDomain"
-PLANS = "nnUNetPlansTiny"
-SHORT = {"nnUNetTransfer_num_epochs": "2", "nnUNetTransfer_iterations_per_epoch": "2",
-         "nnUNetTransfer_val_iterations_per_epoch": "1"}
-GLI = [f"BraTS-GLI-{i:05d}-000" for i in range(5)]
-SSA = [f"BraTS-SSA-{i:05d}-000" for i in range(3)]
-
-
-def _write_case(root: Path, case: str, rng: np.random.Generator, ssa: bool) -> None:
-    shape = (32, 32, 32)
-    zz, yy, xx = np.ogrid[:32, :32, :32]
-    centre = rng.integers(11, 21, 3)
-    r = np.sqrt((zz - centre[0]) ** 2 + (yy - centre[1]) ** 2 + (xx - centre[2]) ** 2)
-    seg = np.zeros(shape, np.uint8)
-    seg[r < 9] = 2
-    seg[r < 6] = 3
-    seg[r < 3] = 1
-    for channel in range(4):
-        noise = rng.normal(0, 0.6 if ssa else 0.3, shape)
-        image = (100 + 20 * channel + 15 * seg * (channel + 1) + 30 * noise).astype(np.float32)
-        itk = sitk.GetImageFromArray(image)
-        itk.SetSpacing((1.0, 1.0, 1.5 if ssa else 1.0))
-        sitk.WriteImage(itk, str(root / "imagesTr" / f"{case}_{channel:04d}.nii.gz"))
-    label = sitk.GetImageFromArray(seg)
-    label.SetSpacing((1.0, 1.0, 1.5 if ssa else 1.0))
-    sitk.WriteImage(label, str(root / "labelsTr" / f"{case}.nii.gz"))
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """Raw, planned (tiny network) and preprocessed two-domain dataset with SSA-only folds."""
-    env = nnunet_folders(tmp_path_factory.mktemp("trainers"))
-    raw = Path(env["nnUNet_raw"]) / DATASET
-    (raw / "imagesTr").mkdir(parents=True)
-    (raw / "labelsTr").mkdir()
-    rng = np.random.default_rng(0)
-    for case in GLI + SSA:
-        _write_case(raw, case, rng, case in SSA)
-    (raw / "dataset.json").write_text(json.dumps({
-        "channel_names": {"0": "T1", "1": "T1Gd", "2": "T2", "3": "FLAIR"},
-        "labels": {"background": 0, "NCR": 1, "ED": 2, "ET": 3}, "numTraining": 8, "file_ending": ".nii.gz",
-        "domains": {c: ("SSA" if c in SSA else "GLI") for c in GLI + SSA}}))
-    run_cmd([sys.executable, "-c", "from nnunet_transfer.planning import extract_fingerprint; "
-             "extract_fingerprint(901, foreground_voxels=1e4)"], env)
-    run_cmd(["nnUNetv2_plan_experiment", "-d", "901"], env)
-    pre = Path(env["nnUNet_preprocessed"]) / DATASET
-    plans = json.loads((pre / "nnUNetPlans.json").read_text())
-    write_plans(pre, shrink_plans(plans, PLANS, max_features=16, n_stages=3, patch_size=(32, 32, 32), batch_size=2))
-    run_cmd(["nnUNetv2_preprocess", "-d", "901", "-plans_name", PLANS, "-c", "3d_fullres", "-np", "1"], env)
-    splits = [{"train": GLI + [s for s in SSA if s != v], "val": [v]} for v in SSA]
-    splits.append({"train": GLI, "val": SSA})  # fold 3: a single training domain
-    (pre / "splits_final.json").write_text(json.dumps(splits))
-    return {"env": env, "raw": raw, "results": Path(env["nnUNet_results"]) / DATASET}
-
-
-def train(tiny, trainer: str, fold: str = "0", *extra: str, check: bool = True, **env):
-    return run_cmd(["nnUNetv2_train", "901", "3d_fullres", fold, "-tr", trainer, "-p", PLANS, "-device", "cpu",
-                    *extra], {**tiny["env"], **SHORT, **env}, check=check)
-
-
-def fold_dir(tiny, trainer: str, fold: str = "0") -> Path:
-    return tiny["results"] / f"{trainer}__{PLANS}__3d_fullres" / f"fold_{fold}"
-
-
-def load(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
-
 
 def test_dann_checkpoint_resume_and_stock_predict(tiny, tmp_path):
     train(tiny, "nnUNetTrainerDANN")
@@ -93,7 +23,9 @@ def test_dann_checkpoint_resume_and_stock_predict(tiny, tmp_path):
     assert not any("domain" in k for k in checkpoint["network_weights"])  # head kept out of the network
     head = checkpoint["nnunet_transfer"]["domain_head"]
     assert head and checkpoint["nnunet_transfer"]["domain_index"] == {"GLI": 0, "SSA": 1}
-    assert len(checkpoint["optimizer_state"]["param_groups"]) == 2  # network + domain head
+    assert len(checkpoint["optimizer_state"]["param_groups"]) == 1  # the network; the classifier has its own Adam
+    assert checkpoint["nnunet_transfer"]["domain_optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-3)
+    assert checkpoint["nnunet_transfer"]["run"]["dann"]["domain_index"] == {"GLI": 0, "SSA": 1}
     log = "".join(p.read_text() for p in final.parent.glob("training_log_*.txt"))
     assert "domain_loss" in log and "target domain SSA" in log
 

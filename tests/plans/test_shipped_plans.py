@@ -17,7 +17,7 @@ def test_plans_folder_is_the_installed_package_folder():
 
     assert PLANS_DIR.is_dir() and not PLANS_DIR.is_symlink()
     assert PLANS_DIR == Path(nnunet_transfer.plans.__file__).resolve().parent
-    assert {"brats_ssa_table2", "demo"} <= set(SHIPPED)
+    assert {"brats_ssa_table2", "brats_ssa_table2_nnunet_recipe", "demo"} <= set(SHIPPED)
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -33,11 +33,16 @@ def test_shipped_plans_load():
     assert plan.folds == 10 and plan.target_domain == "SSA"
     assert {r: d.id for r, d in plan.datasets.items()} == {"source": 231, "target": 232, "combined": 233,
                                                            "source_3ch": 234, "target_3ch": 235}
-    assert [s.trainer for s in plan.strategies.values()] == [
-        "nnUNetTrainerSourceOnly", "nnUNetTrainerMixedDomainUniform", "nnUNetTrainerFineTune",
-        "nnUNetTrainerFineTuneFrozenDecoder", "nnUNetTrainerDANN", "nnUNetTrainerDANNNoGRL",
-        "nnUNetTrainerBrainUNet", "nnUNetTrainerBrainUNetFineTune"]
-    assert plan.strategies["finetune"].init == "baseline"
+    # the paper's recipe for its six rows and the balanced-batch row; BrainUNet keeps its own
+    assert {k: s.trainer for k, s in plan.strategies.items()} == {
+        "baseline": "nnUNetTrainerSourceOnly_PaperRecipe", "combined": "nnUNetTrainerMixedDomainUniform_PaperRecipe",
+        "combined_balanced": "nnUNetTrainerMixedDomain_PaperRecipe", "finetune": "nnUNetTrainerFineTune_PaperRecipe",
+        "finetune_frozen_decoder": "nnUNetTrainerFineTuneFrozenDecoder_PaperRecipe",
+        "dann": "nnUNetTrainerDANN_PaperRecipe", "dann_no_grl": "nnUNetTrainerDANNNoGRL_PaperRecipe",
+        "brainunet": "nnUNetTrainerBrainUNet", "brainunet_finetune": "nnUNetTrainerBrainUNetFineTune"}
+    assert plan.strategies["combined_balanced"].label == "Combined (balanced batches)"
+    assert {plan.strategies[k].dataset for k in ("combined", "combined_balanced", "dann", "dann_no_grl")} == {"combined"}
+    assert plan.strategies["finetune"].init == plan.strategies["finetune_frozen_decoder"].init == "baseline"
     assert plan.strategies["baseline"].evaluate == "cross-domain"
     assert plan.target_plans == "nnUNetPlans_from231"
     # BrainUNet: its own plans family on three-channel, clipped conversions
@@ -55,10 +60,26 @@ def test_shipped_plans_load():
     assert demo.strategies["finetune"].env == {"nnUNetTransfer_num_epochs": "2",
                                                "nnUNetTransfer_iterations_per_epoch": "30"}
     assert demo.strategies["dann"].env == {} and demo.test_time_mirroring is False
+    assert demo.strategies["combined_balanced"].trainer == "nnUNetTrainerMixedDomain"
+    assert demo.strategies["combined_balanced"].env == {}  # the from-scratch schedule of overrides.env
     assert plan.test_time_mirroring is True  # nnU-Net's default
     alone = load_plan("brainunet")
     assert [s.plans for s in alone.strategies.values()] == ["brainunet", "brainunet"]
     assert {r: d.id for r, d in alone.datasets.items()} == {"source": 234, "target": 235}  # shared with Table 2
     assert alone.families["brainunet"].name == brainunet.name
+
+
+def test_the_nnunet_recipe_plan_is_table2_with_the_plain_trainers():
+    paper, nnunet = load_plan("brats_ssa_table2"), load_plan("brats_ssa_table2_nnunet_recipe")
+    assert nnunet.name == "brats_ssa_table2_nnunet_recipe" != paper.name  # default work dirs runs/<name> differ
+    assert {r: nnunet.datasets[r] for r in nnunet.datasets} == {r: paper.datasets[r] for r in ("source", "target", "combined")}
+    assert list(nnunet.strategies) == [k for k in paper.strategies if not k.startswith("brainunet")]
+    for key, strategy in nnunet.strategies.items():
+        mirror = paper.strategies[key]
+        assert mirror.trainer == f"{strategy.trainer}_PaperRecipe"
+        assert (strategy.label, strategy.dataset, strategy.fold, strategy.init, strategy.evaluate) == (
+            mirror.label, mirror.dataset, mirror.fold, mirror.init, mirror.evaluate)
+    assert (nnunet.folds, nnunet.split_seed, nnunet.plans, nnunet.target_plans) == (
+        paper.folds, paper.split_seed, paper.plans, paper.target_plans)
 
 

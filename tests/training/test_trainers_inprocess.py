@@ -13,8 +13,8 @@ DATASET_JSON = {"channel_names": {"0": "T1", "1": "FLAIR"}, "labels": {"backgrou
                 "numTraining": 2, "file_ending": ".nii.gz"}
 
 
-def tiny_plans() -> dict:
-    arch = {"n_stages": 3, "features_per_stage": [4, 8, 16], "conv_op": "torch.nn.modules.conv.Conv3d",
+def tiny_plans(features=(4, 8, 16)) -> dict:
+    arch = {"n_stages": 3, "features_per_stage": list(features), "conv_op": "torch.nn.modules.conv.Conv3d",
             "kernel_sizes": [[3, 3, 3]] * 3, "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2]], "n_conv_per_stage": [1] * 3,
             "n_conv_per_stage_decoder": [1] * 2, "conv_bias": True,
             "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d", "norm_op_kwargs": {"eps": 1e-5, "affine": True},
@@ -42,8 +42,9 @@ def folders(nnunet_env, tmp_path):
     return nnunet_env
 
 
-def make(cls, deep_supervision: bool):
-    trainer = cls({**tiny_plans(), "continue_training": False}, "3d_fullres", 0, DATASET_JSON, torch.device("cpu"))
+def make(cls, deep_supervision: bool, features=(4, 8, 16)):
+    trainer = cls({**tiny_plans(features), "continue_training": False}, "3d_fullres", 0, DATASET_JSON,
+                  torch.device("cpu"))
     trainer.enable_deep_supervision = deep_supervision
     trainer._split = (KEYS, KEYS[:1])
     trainer.check_training_cases(KEYS, KEYS[:1])
@@ -71,5 +72,66 @@ def test_one_step_with_and_without_deep_supervision(folders, cls, deep_supervisi
     assert np.isfinite(out["loss"])
     assert any(not torch.equal(p, before[n]) for n, p in trainer.network.named_parameters())
     if hasattr(trainer, "domain_head"):
-        assert np.isfinite(out["domain_loss"]) and 0.0 <= out["grl_lambda"] <= 1.0
+        assert np.isfinite(out["domain_loss"])
         assert all(p.grad is not None for p in trainer.domain_head.parameters())
+        if trainer.reverse_gradients:
+            assert 0.0 <= out["grl_lambda"] <= 1.0
+        else:  # no reversal is applied, so none is logged
+            assert "grl_lambda" not in out
+
+
+def textured_batch(rng: np.random.Generator, trainer, keys) -> dict:
+    """Both domains' images hold the same tumour; the SSA-like one's noise is smoothed, as a blurrier
+    low-field scan's is after resampling (mean and variance are equal: only texture tells them apart)."""
+    seg = torch.zeros(len(keys), 1, 16, 16, 16)
+    seg[:, :, 5:11, 5:11, 5:11] = 2
+    seg[:, :, 7:9, 7:9, 7:9] = 3
+    images = []
+    for key in keys:
+        noise = torch.from_numpy(rng.normal(size=(2, 16, 16, 16)).astype(np.float32))
+        if "SSA" in key:
+            noise = torch.nn.functional.avg_pool3d(noise[None], 3, stride=1, padding=1)[0]
+            noise = noise / noise.std()
+        images.append(noise + seg[0].repeat(2, 1, 1, 1))
+    scales = trainer._get_deep_supervision_scales()
+    target = seg if scales is None else [torch.nn.functional.interpolate(seg, scale_factor=tuple(s)) for s in scales]
+    return {"data": torch.stack(images), "target": target, "keys": list(keys)}
+
+
+STEPS = 100
+
+
+def test_classifier_learns_separable_domains_through_the_real_trainer(folders):
+    """Without reversal, DANN's classifier must learn domains that texture separates (not only their mean)."""
+    torch.manual_seed(0)
+    trainer = make(T.nnUNetTrainerDANNNoGRL, deep_supervision=True, features=(8, 16, 32))
+    rng = np.random.default_rng(0)
+    accuracy = []
+    for step in range(STEPS):
+        keys = [KEYS[0], KEYS[1]] if step % 2 else [KEYS[1], KEYS[0]]
+        accuracy.append(float(trainer.train_step(textured_batch(rng, trainer, keys))["domain_acc"]))
+    assert np.mean(accuracy[-20:]) >= 0.9, accuracy
+    assert np.mean(accuracy[:10]) < 0.9  # it learnt: it did not start there
+
+
+def test_misspelt_target_domain_is_refused_with_the_domains_that_exist(folders):
+    class Misspelt(T.nnUNetTrainerMixedDomain):
+        target_domain = "ssa"
+
+    with pytest.raises(RuntimeError, match=r"target_domain is 'ssa'.*\['GLI', 'SSA'\].*'GLI', 'SSA'"):
+        make(Misspelt, deep_supervision=True)
+
+
+def test_encoder_hook_keeps_only_the_used_levels_and_only_in_training(folders):
+    trainer = make(T.nnUNetTrainerDANN, deep_supervision=True)
+    data = batch_for(trainer)["data"]
+    trainer.network.eval()
+    with torch.no_grad():
+        trainer.network(data)
+    assert trainer._features is None  # validation keeps nothing alive
+    trainer.network.train()
+    trainer.network(data)
+    assert len(trainer._features) == len(trainer.head_config["levels"]) == len(trainer.domain_feature_levels)
+    trainer._features = None
+    trainer.train_step(batch_for(trainer))
+    assert trainer._features is None  # released after the step
