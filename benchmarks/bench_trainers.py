@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -182,11 +181,13 @@ def print_memory(args, names) -> None:
         out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
         peaks[name] = json.loads(out.strip().splitlines()[-1])
     unit = peaks[names[0]]["what"]
-    print(f"peak memory ({unit}; train step, validation forward, train step; one process per trainer)")
-    print(f"{'trainer':40s} {'peak [MB]':>9s} {'ratio':>7s}")
-    base = peaks["nnUNetTrainer"]["mb"]
+    print(f"peak memory ({unit}; train step, validation forward, train step; one process per trainer); "
+          f"'steps' is the peak above the memory held when the steps began (model, optimizer, libraries)")
+    print(f"{'trainer':40s} {'peak [MB]':>9s} {'ratio':>7s} {'steps [MB]':>10s} {'ratio':>7s}")
+    base = peaks["nnUNetTrainer"]
     for name, peak in peaks.items():
-        print(f"{name:40s} {peak['mb']:9.1f} {peak['mb'] / base:7.3f}")
+        print(f"{name:40s} {peak['mb']:9.1f} {peak['mb'] / base['mb']:7.3f} {peak['steps_mb']:10.1f} "
+              f"{peak['steps_mb'] / base['steps_mb']:7.3f}")
 
 
 def memory_child(args) -> None:
@@ -207,6 +208,10 @@ def memory_child(args) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
+        start = torch.cuda.memory_allocated()
+    else:
+        Path("/proc/self/clear_refs").write_text("5")  # Linux: reset the peak RSS (VmHWM) to the current RSS
+        start = _status_kb("VmRSS") * 1024
     trainer.train_step(batch)
     trainer.network.eval()
     with torch.no_grad():
@@ -215,10 +220,19 @@ def memory_child(args) -> None:
     trainer.train_step(batch)
     if device.type == "cuda":
         torch.cuda.synchronize()
-        peak = {"mb": torch.cuda.max_memory_allocated() / 2 ** 20, "what": "CUDA max allocated"}
+        top = torch.cuda.max_memory_allocated()
+        what = "CUDA max allocated"
     else:
-        peak = {"mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "what": "peak RSS"}
-    print(json.dumps(peak))
+        top = _status_kb("VmHWM") * 1024
+        what = "peak RSS"
+    print(json.dumps({"mb": top / 2 ** 20, "steps_mb": (top - start) / 2 ** 20, "what": what}))
+
+
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
 
 
 if __name__ == "__main__":

@@ -48,7 +48,8 @@ class DomainClassifier(nn.Module):
     Args:
         in_channels: channels of each feature map given to ``forward`` (one entry per level).
         n_domains: two give one logit (BCE); more give one logit per domain (cross-entropy).
-        hidden: width of the convolutions and of the MLP's hidden layer.
+        hidden: width of the MLP's hidden layer, and the most channels a level's convolutions get
+            (a level's convolutions are as wide as the level itself when it is narrower).
         kind: ``"conv"`` (two stride-2 convolutions per level, then pooling) or ``"mlp"``
             (pooling of the features themselves).
         pooling: statistics pooled per channel: any of ``"mean"``, ``"std"``, ``"max"``.
@@ -68,9 +69,10 @@ class DomainClassifier(nn.Module):
         self.n_domains = n_domains
         self.kind = kind
         self.pooling: Tuple[str, ...] = tuple(pooling)
-        if kind == "conv":
-            self.convs = nn.ModuleList(self._conv_block(int(c), hidden) for c in in_channels)
-            pooled = hidden * len(in_channels) * len(self.pooling)
+        if kind == "conv":  # each level's convolutions as wide as the level, at most ``hidden``
+            widths = [min(int(c), hidden) for c in in_channels]
+            self.convs = nn.ModuleList(self._conv_block(int(c), w) for c, w in zip(in_channels, widths))
+            pooled = sum(widths) * len(self.pooling)
         else:
             self.convs = nn.ModuleList()
             pooled = int(sum(in_channels)) * len(self.pooling)
