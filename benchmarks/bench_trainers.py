@@ -103,6 +103,7 @@ def main() -> None:
     parser.add_argument("--trainers", nargs="+", metavar="NAME",
                         help="time only these (nnUNetTrainer is always timed: it is the reference)")
     parser.add_argument("--memory", action="store_true", help="also measure peak memory, one process per trainer")
+    parser.add_argument("--memory-repeats", type=int, default=5, help="processes per trainer for --memory (median)")
     parser.add_argument("--memory-child", metavar="NAME", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
@@ -174,14 +175,19 @@ MEMORY_TRAINERS = ("nnUNetTrainer", "nnUNetTrainerMixedDomain", "nnUNetTrainerDA
 
 def print_memory(args, names) -> None:
     """Peak memory of each trainer, measured in a fresh process so that peaks do not mix."""
-    peaks = {}
-    for name in names:
-        command = [sys.executable, __file__, "--memory-child", name, "--width", str(args.width), "--patch",
-                   *map(str, args.patch), "--batch", str(args.batch), "--device", args.device]
-        out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-        peaks[name] = json.loads(out.strip().splitlines()[-1])
+    runs = {name: [] for name in names}
+    for _ in range(args.memory_repeats):  # interleaved, as the timings: machine state affects all alike
+        for name in names:
+            command = [sys.executable, __file__, "--memory-child", name, "--width", str(args.width), "--patch",
+                       *map(str, args.patch), "--batch", str(args.batch), "--device", args.device]
+            out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+            runs[name].append(json.loads(out.strip().splitlines()[-1]))
+    peaks = {name: {"mb": statistics.median(r["mb"] for r in values),
+                    "steps_mb": statistics.median(r["steps_mb"] for r in values), "what": values[0]["what"]}
+             for name, values in runs.items()}
     unit = peaks[names[0]]["what"]
-    print(f"peak memory ({unit}; train step, validation forward, train step; one process per trainer); "
+    print(f"peak memory ({unit}, median of {args.memory_repeats} processes per trainer; train step, validation "
+          f"forward, train step); "
           f"'steps' is the peak above the memory held when the steps began (model, optimizer, libraries)")
     print(f"{'trainer':40s} {'peak [MB]':>9s} {'ratio':>7s} {'steps [MB]':>10s} {'ratio':>7s}")
     base = peaks["nnUNetTrainer"]
