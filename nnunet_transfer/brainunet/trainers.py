@@ -85,7 +85,8 @@ class BrainUNetMixin:
             self.print_to_log_file(
                 f"nnunet-transfer: plans {self.plans_manager.plans_name!r} use {name}, not BrainUNet's network; "
                 f"derive BrainUNet plans with `nnunet-transfer brainunet-plans` and train with -p to get it")
-        self.print_to_log_file(f"nnunet-transfer: Tversky + CE loss (alpha {self.tversky_alpha}, beta "
+        partner = "BCE" if self.label_manager.has_regions else "CE"  # region-based datasets: nnU-Net's BCE
+        self.print_to_log_file(f"nnunet-transfer: Tversky + {partner} loss (alpha {self.tversky_alpha}, beta "
                                f"{self.tversky_beta}); motion p={self.motion_probability}, ghosting "
                                f"p={self.ghosting_probability}")
 
