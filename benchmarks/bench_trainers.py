@@ -68,6 +68,18 @@ DATASET_JSON = {"channel_names": {"0": "T1", "1": "T1Gd", "2": "T2", "3": "FLAIR
 KEYS = ["BraTS-GLI-00000-000", "BraTS-SSA-00000-000", "BraTS-GLI-00001-000", "BraTS-SSA-00001-000"]
 
 
+def fake_nnunet_folders(prefix: str) -> Path:
+    """Temporary nnU-Net folders (set in the environment) with an empty preprocessed dataset."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        os.environ[name] = str(tmp / name)
+    data_folder = tmp / "nnUNet_preprocessed" / "Dataset999_Bench" / "nnUNetPlans_3d_fullres"
+    data_folder.mkdir(parents=True)
+    (data_folder / "placeholder.b2nd").touch()  # lets nnU-Net infer its dataset class; no data is read
+    os.environ.setdefault("nnUNet_compile", "f")
+    return tmp
+
+
 def make_trainer(cls, plans: dict, device: torch.device, pretrained: str = None):
     trainer = cls({**plans, "continue_training": False}, "3d_fullres", 0, DATASET_JSON, device)
     if hasattr(trainer, "check_training_cases"):
@@ -109,13 +121,7 @@ def main() -> None:
     if args.memory_child:
         return memory_child(args)
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench_trainers_"))
-    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        os.environ[name] = str(tmp / name)
-    data_folder = tmp / "nnUNet_preprocessed" / "Dataset999_Bench" / "nnUNetPlans_3d_fullres"
-    data_folder.mkdir(parents=True)
-    (data_folder / "placeholder.b2nd").touch()  # lets nnU-Net infer its dataset class; no data is read
-    os.environ.setdefault("nnUNet_compile", "f")
+    tmp = fake_nnunet_folders("bench_trainers_")
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
     from nnunet_transfer.training import trainers as T
 
@@ -197,13 +203,7 @@ def print_memory(args, names) -> None:
 
 
 def memory_child(args) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix="bench_memory_"))
-    for variable in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        os.environ[variable] = str(tmp / variable)
-    data_folder = tmp / "nnUNet_preprocessed" / "Dataset999_Bench" / "nnUNetPlans_3d_fullres"
-    data_folder.mkdir(parents=True)
-    (data_folder / "placeholder.b2nd").touch()
-    os.environ.setdefault("nnUNet_compile", "f")
+    fake_nnunet_folders("bench_memory_")
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
     from nnunet_transfer.training import trainers as T
 

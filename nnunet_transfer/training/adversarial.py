@@ -70,12 +70,10 @@ class DomainAdversarialMixin(DomainAwareMixin):
     def _decide_head(self) -> None:
         """The domain-to-class map and the classifier's configuration: restored on resume."""
         names = sorted(self.training_domain_counts)
-        saved = (self.resumed_run or {}).get("dann") if self.resumed_run is not None else None
-        if self.resumed_run is not None and saved is None:
-            raise RuntimeError(
-                f"{self.__class__.__name__}: the checkpoint holds no domain classifier (written by an older "
-                f"nnunet-transfer, or by another trainer); resuming would start the classifier from scratch with "
-                f"the old optimizer moments. Fix: train again without --c, or resume with the version that wrote it.")
+        saved = self.resumed_decision(
+            "dann", missing="the checkpoint holds no domain classifier (written by an older nnunet-transfer, or by "
+            "another trainer); resuming would start the classifier from scratch with the old optimizer moments. "
+            "Fix: train again without --c, or resume with the version that wrote it.")
         if saved is not None:
             if sorted(saved["domain_index"]) != names:
                 raise RuntimeError(f"{self.__class__.__name__}: the checkpoint classified domains "

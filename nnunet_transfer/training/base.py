@@ -113,6 +113,19 @@ class TransferTrainerBase(nnUNetTrainer):
         """What this run decided at its start; mixins add their entries. Saved in every checkpoint."""
         return {"trainer": self.__class__.__name__, "nnunet_transfer_version": __version__}
 
+    def resumed_decision(self, key: str, missing: Optional[str] = None) -> Optional[Any]:
+        """What the run being resumed decided under ``key`` of its run state; None for a fresh run.
+
+        ``missing`` is the error (after the trainer's name) when the checkpoint lacks ``key``;
+        without it a lack is allowed and gives None.
+        """
+        if self.resumed_run is None:
+            return None
+        saved = self.resumed_run.get(key)
+        if saved is None and missing is not None:
+            raise RuntimeError(f"{self.__class__.__name__}: {missing}")
+        return saved
+
     def auxiliary_optimizers(self) -> Dict[str, torch.optim.Optimizer]:
         """Optimizers of models trained beside the network (a domain classifier), by name.
 

@@ -51,8 +51,13 @@ class FineTuneMixin:
 
     def initialize(self):
         self._pretrained = None
-        if self.resumed_run is not None:
-            self._restore_fine_tune_decisions(self.resumed_run.get("fine_tune"))
+        saved = self.resumed_decision(
+            "fine_tune", missing="the checkpoint holds no fine-tuning run state (written by an older nnunet-transfer, "
+            "or by another trainer), so it is unknown which weights it started from and whether its segmentation "
+            "head was loaded. Fix: fine-tune again from -pretrained_weights (without --c), or resume with the "
+            "nnunet-transfer version that wrote it.")
+        if saved is not None:
+            self._restore_fine_tune_decisions(saved)
         else:
             self.pretrained_weights_file = self.pretrained_weights_file or pretrained_weights_from_argv()
             self.segmentation_head_from_pretrained = False
@@ -63,13 +68,7 @@ class FineTuneMixin:
             self._load_pretrained()
             self._pretrained = None
 
-    def _restore_fine_tune_decisions(self, saved: Optional[dict]) -> None:
-        if not saved:
-            raise RuntimeError(
-                f"{self.__class__.__name__}: the checkpoint holds no fine-tuning run state (written by an older "
-                f"nnunet-transfer, or by another trainer), so it is unknown which weights it started from and "
-                f"whether its segmentation head was loaded. Fix: fine-tune again from -pretrained_weights "
-                f"(without --c), or resume with the nnunet-transfer version that wrote it.")
+    def _restore_fine_tune_decisions(self, saved: dict) -> None:
         self.pretrained_weights_file = saved["pretrained_weights"]
         self.segmentation_head_from_pretrained = bool(saved["segmentation_head_from_pretrained"])
         self._head_reason = saved.get("segmentation_head_reason", "")
@@ -149,11 +148,9 @@ class FreezeMixin:
     frozen_part: str = "decoder"
 
     def parameter_groups(self) -> List[dict]:
-        saved = (self.resumed_run or {}).get("frozen") if self.resumed_run is not None else None
-        if self.resumed_run is not None and saved is None:
-            raise RuntimeError(
-                f"{self.__class__.__name__}: the checkpoint does not record which tensors were frozen (written by an "
-                f"older nnunet-transfer, or by another trainer). Fix: fine-tune again from -pretrained_weights.")
+        saved = self.resumed_decision(
+            "frozen", missing="the checkpoint does not record which tensors were frozen (written by an older "
+            "nnunet-transfer, or by another trainer). Fix: fine-tune again from -pretrained_weights.")
         if saved is not None:
             names = set(saved["names"])
             unknown = sorted(names - {n for n, _ in unwrap(self.network).named_parameters()})
@@ -183,8 +180,7 @@ class FreezeMixin:
         super().on_train_start()
         if self._frozen_digest is None:  # a fresh run: the pretrained weights are loaded by now
             self._frozen_digest = tensor_digest(self._frozen_tensors())
-        else:
-            self._check_frozen_unchanged()
+        # a resumed run's digest was checked when its checkpoint was loaded (on_checkpoint_loaded)
 
     def on_checkpoint_loaded(self) -> None:
         super().on_checkpoint_loaded()

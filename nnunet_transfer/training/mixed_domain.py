@@ -38,7 +38,7 @@ class DomainAwareMixin:
                 f"domains, but fold {self.fold} trains on {counts} only. Fix: train on a combined dataset "
                 f"(nnunet-transfer combine) and check splits_final.json.")
         target = self.target_domain or target_domain_of(self.dataset_json, train_domains)
-        saved = (self.resumed_run or {}).get("domains") if getattr(self, "resumed_run", None) is not None else None
+        saved = self.resumed_decision("domains")
         if saved is not None and (saved["target_domain"], saved["target_share"]) != (target, self.target_share):
             raise RuntimeError(
                 f"{self.__class__.__name__}: the checkpoint's run trained with target domain "

@@ -6,9 +6,8 @@ from dataclasses import dataclass
 from typing import List, Optional
 
 import torch
-import torch.distributed as dist
 
-from nnunet_transfer.training.sampling import check_rank, share_fraction
+from nnunet_transfer.training.sampling import check_rank, distributed_world, share_fraction
 
 
 @dataclass(frozen=True)
@@ -97,7 +96,7 @@ class PaperRecipeMixin:
 
     def _set_batch_size_and_oversample(self) -> None:
         """Replaces nnU-Net's (whose DDP branch splits the plans' batch): ``paper_rank_batch`` on this rank."""
-        world_size, rank = (dist.get_world_size(), dist.get_rank()) if self.is_ddp else (1, 0)
+        world_size, rank = distributed_world()  # (1, 0) unless DDP: nnU-Net's is_ddp is "dist initialised"
         plan = paper_rank_batch(world_size, rank, self.paper_batch_size, self.oversample_foreground_percent)
         self.batch_size = plan.batch_size
         self.oversample_foreground_percent = plan.oversample_foreground_percent
