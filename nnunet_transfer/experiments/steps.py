@@ -454,12 +454,12 @@ def evaluation_steps(layout: Layout, strategy: Strategy, folds: Sequence[int]) -
 def compare_step(layout: Layout, strategies: Sequence[Strategy], folds: Sequence[int]) -> Step:
     plan = layout.plan
     reference = plan.strategies[plan.reference] if plan.reference else strategies[0]
-    if reference not in strategies:
+    if reference not in strategies:  # the chosen strategies' predictions were checked by evaluation_steps
+        if reference.evaluate == "cross-domain":
+            check_predictions_owner(layout, reference)
         strategies = [reference, *strategies]
     command = [CLI, "compare"]
     for s in strategies:
-        if s.evaluate == "cross-domain":
-            check_predictions_owner(layout, s)  # the reference may not be among the strategies run
         path = layout.prediction_dir(s) if s.evaluate == "cross-domain" else layout.model_dir(s)
         command += ["--strategy", f"{s.label}={path}"]
     out = layout.comparison_dir()
