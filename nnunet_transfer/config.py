@@ -30,8 +30,9 @@ Example:
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import List, Iterator, Optional
 
 RAW = "nnUNet_raw"
 PREPROCESSED = "nnUNet_preprocessed"
@@ -42,6 +43,11 @@ ITERATIONS_PER_EPOCH = "nnUNetTransfer_iterations_per_epoch"
 VAL_ITERATIONS_PER_EPOCH = "nnUNetTransfer_val_iterations_per_epoch"
 SAVE_EVERY = "nnUNetTransfer_save_every"
 TEST_TIME_MIRRORING = "nnUNetTransfer_test_time_mirroring"
+# nnU-Net's worker pools (nnUNet_n_proc_DA must never be 0: nnUNetv2_plan_experiment calls
+# torch.set_num_threads with it) and the thread counts of the libraries its commands use
+N_PROC_DA = "nnUNet_n_proc_DA"
+DEF_N_PROC = "nnUNet_def_n_proc"
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHON_CPU_COUNT")
 
 
 class MissingEnvironmentError(RuntimeError):
@@ -59,6 +65,23 @@ def _folder(name: str, required: bool) -> Optional[Path]:
             f"`nnunet-transfer env` to print all exports."
         )
     return None
+
+
+def use_workdir_folders(workdir: Path, create: bool = False) -> List[str]:
+    """Point unset ``nnUNet_raw``/``_preprocessed``/``_results`` at ``WORKDIR/<name>`` (the demo's layout).
+
+    With ``create`` the folders are made; otherwise only existing ones are used. Returns the
+    variables set. Variables the user set are left alone.
+    """
+    chosen = []
+    for name in (RAW, PREPROCESSED, RESULTS):
+        folder = (Path(workdir) / name).resolve()
+        if os.environ.get(name) or not (create or folder.is_dir()):
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        os.environ[name] = str(folder)
+        chosen.append(name)
+    return chosen
 
 
 def nnunet_raw(required: bool = True) -> Optional[Path]:
@@ -122,6 +145,17 @@ def test_time_mirroring() -> bool:
     raise ValueError(f"{TEST_TIME_MIRRORING}={value!r} must be 0 or 1 (unset it to mirror, nnU-Net's default).")
 
 
+def user_set(name: str) -> bool:
+    """Whether the user set ``name`` (non-empty) in the environment; the runner then leaves it alone.
+
+    >>> os.environ[N_PROC_DA] = "3"
+    >>> user_set(N_PROC_DA)
+    True
+    >>> del os.environ[N_PROC_DA]
+    """
+    return bool(os.environ.get(name, "").strip())
+
+
 def trainer_path() -> Path:
     """The folder to put on ``nnUNet_extTrainer``: it holds one shim module only."""
     return Path(__file__).resolve().parent / "nnunet_ext"
@@ -132,3 +166,26 @@ def ext_trainer_search_path() -> str:
     own = str(trainer_path())
     existing = [p for p in os.environ.get(EXT_TRAINER, "").split(os.pathsep) if p and p != own]
     return os.pathsep.join([own, *existing])
+
+
+@contextmanager
+def plugin_trainers_on_path() -> Iterator[str]:
+    """Set ``nnUNet_extTrainer`` to :func:`ext_trainer_search_path` for in-process nnU-Net calls, then restore it.
+
+    nnU-Net reads the variable when it looks a trainer class up (loading a checkpoint for
+    prediction), so the plugin's trainers are found even when the user never exported it.
+
+    >>> with plugin_trainers_on_path() as value:
+    ...     os.environ[EXT_TRAINER] == value
+    True
+    """
+    before = os.environ.get(EXT_TRAINER)
+    value = ext_trainer_search_path()
+    os.environ[EXT_TRAINER] = value
+    try:
+        yield value
+    finally:
+        if before is None:
+            os.environ.pop(EXT_TRAINER, None)
+        else:
+            os.environ[EXT_TRAINER] = before

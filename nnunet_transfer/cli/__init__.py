@@ -26,6 +26,7 @@ SUBCOMMANDS = [
     ("compare", "compare", "Table-2 comparison of strategies with paired statistics"),
     ("brainunet-plans", "brainunet_plans", "derive BrainUNet plans from a dataset's nnU-Net plans"),
     ("run", "run", "run an experiment plan (plan, preprocess, train, predict, evaluate, compare)"),
+    ("status", "status", "show which steps of a plan are done, pending, running or failed, with their logs"),
     ("demo", "demo", "the built-in demo: every strategy end to end on synthetic data, on the CPU"),
 ]
 

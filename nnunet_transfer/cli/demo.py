@@ -27,7 +27,8 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-CPU_DEFAULTS = {"nnUNet_def_n_proc": "1", "nnUNet_n_proc_DA": "1", "nnUNet_compile": "f"}
+# nnU-Net's worker pools follow the plan's num_processes (1 in the demo plans; the runner sets them)
+CPU_DEFAULTS = {"nnUNet_compile": "f"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,21 +37,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plan", default="demo", help="plan to run (default: the shipped 'demo' plan)")
     parser.add_argument("--folds", nargs="+", type=int, default=None, help="target folds to run (default: all)")
     parser.add_argument("--strategies", nargs="+", default=None, help="strategies to run (default: all)")
-    parser.add_argument("--quiet", action="store_true", help="do not echo nnU-Net's output (still logged)")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--verbose", dest="stream", action="store_true",
+                        help="echo nnU-Net's output to the console too (it always goes to WORKDIR/logs/<step>.log)")
+    output.add_argument("--quiet", action="store_true", help="do not echo nnU-Net's output (the default)")
 
 
 def prepare_environment(workdir: Path) -> None:
-    """nnU-Net folders inside ``workdir`` unless set, CPU-friendly workers.
+    """nnU-Net folders inside ``workdir`` unless set, no ``torch.compile`` on the CPU.
 
     The runner itself puts this plugin's trainers on ``nnUNet_extTrainer`` for every command.
     """
     from nnunet_transfer import config
 
-    for name in (config.RAW, config.PREPROCESSED, config.RESULTS):
-        if not os.environ.get(name):
-            folder = (workdir / name).resolve()
-            folder.mkdir(parents=True, exist_ok=True)
-            os.environ[name] = str(folder)
+    config.use_workdir_folders(workdir, create=True)
     for key, value in CPU_DEFAULTS.items():
         os.environ.setdefault(key, value)
 
@@ -65,6 +65,6 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     status = run_command.run(argparse.Namespace(
         plan=args.plan, workdir=args.workdir, folds=args.folds, strategies=args.strategies, dry_run=False,
-        emit=None, quiet=args.quiet, step=None))
+        emit=None, quiet=args.quiet, stream=args.stream, step=None))
     logger.info("demo finished in %.1f min", (time.perf_counter() - start) / 60)
     return status

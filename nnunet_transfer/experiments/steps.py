@@ -16,7 +16,10 @@
 7. ``nnunet-transfer predict-folds`` for cross-domain strategies (the baseline),
    ``nnunet-transfer evaluate`` for the others, ``nnunet-transfer compare``.
 
-Only what the chosen strategies need is prepared (see :func:`usage`). Done-checks look at
+Only what the chosen strategies need is prepared (see :func:`usage`); with a comparison, its
+reference strategy is added to the chosen ones. Each step names the steps it needs
+(``Step.after``: the steps that write the files it reads), so independent steps may run at
+once (``run --jobs``); the list order is one valid order. Done-checks look at
 the files each step leaves. Training steps resume: with
 ``checkpoint_latest.pth`` but no ``checkpoint_final.pth`` they continue with ``--c``; with a
 final checkpoint but no validation summary they rerun only the validation (``--val``).
@@ -31,6 +34,7 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -41,8 +45,23 @@ from nnunet_transfer import config
 from nnunet_transfer.experiments.plan import (DEFAULT_FAMILY, DatasetSpec, Plan, PlansFamily, Strategy, expand_source,
                                               selected_strategies)
 
+logger = logging.getLogger(__name__)
+
 CLI = "nnunet-transfer"
 STAGES = ("prepare", "train", "evaluate", "compare")
+# what a person reads a run's time by (a step's phase follows from its name, see phase_of)
+PHASES = ("data", "planning/preprocessing", "training", "prediction", "evaluation", "comparison")
+_PHASE_OF_HEAD = {"synth": "data", "convert": "data", "combine": "data", "train": "training",
+                  "predict": "prediction", "evaluate": "evaluation", "compare": "comparison"}
+
+
+def phase_of(name: str) -> str:
+    """The phase of a step, from its name (also for names read back from ``run_log.jsonl``).
+
+    >>> phase_of("train-dann-fold_0"), phase_of("preprocess-target"), phase_of("synth-source")
+    ('training', 'planning/preprocessing', 'data')
+    """
+    return _PHASE_OF_HEAD.get(name.split("-", 1)[0], "planning/preprocessing")
 
 
 @dataclass
@@ -72,7 +91,9 @@ class Step:
 
     ``done`` tells from the files on disk whether the step has finished; ``markers`` are
     files whose existence means done (used for shell guards in SLURM scripts);
-    ``stage``, ``strategy`` and ``fold`` place the step in the job graph.
+    ``stage``, ``strategy`` and ``fold`` place the step in the job graph; ``after`` names
+    the steps that must finish first (set by :func:`build_steps`; steps not in the run are
+    ignored).
     """
 
     name: str
@@ -84,6 +105,18 @@ class Step:
     markers: List[Path] = field(default_factory=list)
     training: Optional[Training] = None
     env: Dict[str, str] = field(default_factory=dict)  # set for this command only (over the plan's)
+    after: List[str] = field(default_factory=list)
+
+    @property
+    def phase(self) -> str:
+        """``data``, ``planning/preprocessing``, ``training``, ``prediction``, ``evaluation`` or ``comparison``."""
+        return "training" if self.training is not None else phase_of(self.name)
+
+    @property
+    def uses_gpu(self) -> bool:
+        """Whether the command runs a network on a GPU (``-device cuda``): trainings and predictions."""
+        command = self.command
+        return "-device" in command[:-1] and command[command.index("-device") + 1].startswith("cuda")
 
     def current_command(self) -> List[str]:
         """The command to run now: for training, with ``--c`` or ``--val`` when resuming."""
@@ -292,6 +325,7 @@ def data_steps(layout: Layout, strategies: Optional[Sequence[Strategy]] = None) 
         if spec.combine:
             continue
         dataset_json = layout.raw_dir(spec) / "dataset.json"
+        after = [f"synth-{spec.role}"] if spec.is_synth else []
         if spec.is_synth:
             folder = layout.synth_dir(spec)
             steps.append(Step(f"synth-{spec.role}", [
@@ -307,14 +341,20 @@ def data_steps(layout: Layout, strategies: Optional[Sequence[Strategy]] = None) 
             command += ["--domain", spec.domain]
         command += list(spec.convert_args)
         steps.append(Step(f"convert-{spec.role}", command + ["-np", np_], _all_files(dataset_json),
-                          markers=[dataset_json]))
+                          markers=[dataset_json], after=after))
     for spec in specs:
         if spec.combine:
             dataset_json = layout.raw_dir(spec) / "dataset.json"
             ids = [str(plan.datasets[r].id) for r in spec.combine]
             steps.append(Step(f"combine-{spec.role}", [CLI, "combine", *ids, "-d", str(spec.id), "-n", spec.name],
-                              _all_files(dataset_json), markers=[dataset_json]))
+                              _all_files(dataset_json), markers=[dataset_json],
+                              after=[_raw_step(plan, r) for r in spec.combine]))
     return steps
+
+
+def _raw_step(plan: Plan, role: str) -> str:
+    """The step that writes a dataset's raw folder."""
+    return f"{'combine' if plan.datasets[role].combine else 'convert'}-{role}"
 
 
 def _suffix(family: PlansFamily) -> str:
@@ -347,14 +387,23 @@ def planning_steps(layout: Layout, strategies: Optional[Sequence[Strategy]] = No
             command = _self_step(layout, f"fingerprint-{spec.role}")
         else:
             command = ["nnUNetv2_extract_fingerprint", "-d", str(spec.id), "-np", str(plan.num_processes)]
-        steps.append(Step(f"fingerprint-{spec.role}", command, _all_files(fingerprint), markers=[fingerprint]))
+        steps.append(Step(f"fingerprint-{spec.role}", command, _all_files(fingerprint), markers=[fingerprint],
+                          after=[_raw_step(plan, spec.role)]))
+    makers: Dict[tuple, str] = {}  # (dataset, plans name) -> the step that writes those plans
     for spec in specs:
         plans_file = layout.pre_dir(spec) / f"{plan.plans}.json"
         command = ["nnUNetv2_plan_experiment", "-d", str(spec.id)]
         if plan.planner:
             command += ["-pl", plan.planner]
-        steps.append(Step(f"plan-{spec.role}", command, _all_files(plans_file), markers=[plans_file]))
-    steps += [derive_step(layout, f) for f in use.families if f.derive is not None]
+        steps.append(Step(f"plan-{spec.role}", command, _all_files(plans_file), markers=[plans_file],
+                          after=[f"fingerprint-{spec.role}"]))
+        makers[(spec.role, plan.plans)] = f"plan-{spec.role}"
+    for family in use.families:
+        if family.derive is not None:
+            step = derive_step(layout, family)
+            step.after = _present([f"plan-{family.source}", makers.get((family.source, family.base))])
+            makers[(family.source, family.name)] = step.name
+            steps.append(step)
     for family in use.families:
         source = plan.datasets[family.source]
         for role in use.trained[family.key]:
@@ -362,10 +411,14 @@ def planning_steps(layout: Layout, strategies: Optional[Sequence[Strategy]] = No
                 continue
             spec = plan.datasets[role]
             moved = layout.pre_dir(spec) / f"{family.transferred_name}.json"
-            steps.append(Step(f"transfer-plans-{role}{_suffix(family)}", [
+            name = f"transfer-plans-{role}{_suffix(family)}"
+            steps.append(Step(name, [
                 "nnUNetv2_move_plans_between_datasets", "-s", str(source.id), "-t", str(spec.id),
-                "-sp", family.name, "-tp", family.transferred_name], _all_files(moved), markers=[moved]))
+                "-sp", family.name, "-tp", family.transferred_name], _all_files(moved), markers=[moved],
+                after=_present([makers.get((family.source, family.name), f"plan-{family.source}"), f"plan-{role}"])))
+            makers[(role, family.transferred_name)] = name
     preprocessed = set()
+    last_preprocess: Dict[str, str] = {}  # a dataset's preprocessing steps run one after another
     for family in use.families:
         if not use.trained[family.key]:
             continue  # only derived as the base of another family
@@ -377,16 +430,29 @@ def planning_steps(layout: Layout, strategies: Optional[Sequence[Strategy]] = No
                 continue
             preprocessed.add((role, plans))
             spec = plan.datasets[role]
-            steps.append(Step(f"preprocess-{role}{_suffix(family)}", [
+            name = f"preprocess-{role}{_suffix(family)}"
+            steps.append(Step(name, [
                 "nnUNetv2_preprocess", "-d", str(spec.id), "-plans_name", plans, "-c", plan.configuration,
-                "-np", str(plan.num_processes)], _preprocessed_done(layout, spec, plans)))
+                "-np", str(plan.num_processes)], _preprocessed_done(layout, spec, plans),
+                after=_present([makers.get((role, plans)), last_preprocess.get(role)])))
+            last_preprocess[role] = name
     targets = [plan.datasets[r] for r in use.split]
     if targets:
         steps.append(Step("splits", [
             CLI, "splits", *[str(s.id) for s in targets], "--target-domain", plan.target_domain,
             "--folds", str(plan.folds), "--seed", str(plan.split_seed)], _splits_done(layout, targets),
-            markers=[layout.pre_dir(s) / "splits_final.json" for s in targets]))
+            markers=[layout.pre_dir(s) / "splits_final.json" for s in targets],
+            after=_present([f"plan-{s.role}" for s in targets] + [last_preprocess.get(s.role) for s in targets])))
     return steps
+
+
+def _present(names: Sequence[Optional[str]]) -> List[str]:
+    """``names`` without ``None`` and repeats, in order."""
+    out: List[str] = []
+    for name in names:
+        if name is not None and name not in out:
+            out.append(name)
+    return out
 
 
 def train_step(layout: Layout, strategy: Strategy, fold: str) -> Step:
@@ -470,7 +536,18 @@ def compare_step(layout: Layout, strategies: Sequence[Strategy], folds: Sequence
         return [layout.validation_dir(s, str(f)) / n for s in strategies for f in folds for n in names]
 
     table = out / "table2.md"
-    return Step("compare", command, _newer_than(table, inputs), stage="compare", markers=[table])
+    newer = _newer_than(table, inputs)
+    labels = sorted(s.label for s in strategies)
+
+    def done() -> bool:  # and of the same rows: a comparison of another selection is redone
+        if not newer():
+            return False
+        try:
+            return sorted(json.loads((out / "comparison.json").read_text())["table"]) == labels
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+
+    return Step("compare", command, done, stage="compare", markers=[table])
 
 
 def build_steps(plan: Plan, workdir: Union[str, Path], folds: Optional[Sequence[int]] = None,
@@ -478,14 +555,15 @@ def build_steps(plan: Plan, workdir: Union[str, Path], folds: Optional[Sequence[
     """The plan's steps in execution order, restricted to ``folds`` and ``strategies``.
 
     Strategies that selected ones start from (``init``) are included; the comparison is
-    built when more than one strategy is selected.
+    built when more than one strategy is selected, and then its reference strategy (and what
+    that starts from) is included too. Each step's ``after`` names the steps it needs.
     """
     layout = layout or Layout.from_env(plan, workdir)
     folds = list(range(plan.folds)) if folds is None else [int(f) for f in folds]
     bad = [f for f in folds if not 0 <= f < plan.folds]
     if bad:
         raise ValueError(f"fold(s) {', '.join(map(str, bad))} out of range: the plan has {plan.folds} folds (0..{plan.folds - 1})")
-    chosen = selected_strategies(plan, list(strategies) if strategies else None)
+    chosen = _chosen(plan, list(strategies) if strategies else None)
     steps = data_steps(layout, chosen) + planning_steps(layout, chosen)
     # fold-all models first (fine-tuning starts from them), then per-fold trainings by strategy
     steps += [train_step(layout, s, "all") for s in chosen if not s.per_fold]
@@ -496,7 +574,83 @@ def build_steps(plan: Plan, workdir: Union[str, Path], folds: Optional[Sequence[
         steps.append(compare_step(layout, chosen, folds))
     names = [s.name for s in steps]
     assert len(names) == len(set(names)), "step names must be unique"
+    _link(layout, steps)
     return steps
+
+
+def _chosen(plan: Plan, names: Optional[List[str]]) -> List[Strategy]:
+    """The selected strategies, the ones they start from, and the comparison's reference (logged when added)."""
+    chosen = selected_strategies(plan, names)
+    if not names:
+        return chosen
+    reference = plan.reference or chosen[0].key
+    if len(chosen) > 1 and reference not in {s.key for s in chosen}:
+        chosen = selected_strategies(plan, [*names, reference])
+    added = [s.key for s in chosen if s.key not in names]
+    for key in added:
+        users = [n for n in names if _starts_from(plan, n, key)]
+        why = (f"{', '.join(users)} start{'s' if len(users) == 1 else ''} from it" if users
+               else "the comparison's reference")
+        if users and key == reference and len(chosen) > 1:
+            why += "; the comparison's reference"
+        logger.info("added strategy %s: %s", key, why)
+    return chosen
+
+
+def _starts_from(plan: Plan, name: str, key: str) -> bool:
+    init = plan.strategies[name].init
+    while init is not None:
+        if init == key:
+            return True
+        init = plan.strategies[init].init
+    return False
+
+
+def _link(layout: Layout, steps: Sequence[Step]) -> None:
+    """Set ``after`` of trainings, predictions, evaluations and the comparison; prune names not in the run.
+
+    A step needs the steps that write the files it reads: a training its plans file (planned,
+    derived or transferred), its preprocessed data, its splits (per-fold trainings) and the
+    checkpoint it starts from; a prediction the model, the target's raw data, splits and
+    ground truth; an evaluation its training; the comparison every prediction and evaluation.
+    The same facts (``init``, the stages) order the SLURM jobs.
+    """
+    plan = layout.plan
+    writers: Dict[Path, str] = {}
+    for step in steps:
+        for marker in step.markers:
+            writers.setdefault(Path(marker), step.name)
+    preprocessing = [s for s in steps if s.command[:1] == ["nnUNetv2_preprocess"]]
+
+    def preprocessed(spec: DatasetSpec, plans: Optional[str] = None) -> List[str]:
+        return [s.name for s in preprocessing if _option(s.command, "-d") == str(spec.id)
+                and (plans is None or _option(s.command, "-plans_name") == plans)]
+
+    splits = lambda spec: writers.get(layout.pre_dir(spec) / "splits_final.json")  # noqa: E731
+    for step in steps:
+        strategy = plan.strategies.get(step.strategy) if step.strategy else None
+        if step.training is not None and strategy is not None:
+            spec, family = plan.datasets[strategy.dataset], plan.family(strategy)
+            data = plan.data_plans(family) if strategy.dataset == family.source else family.transferred_name
+            step.after += [writers.get(layout.pre_dir(spec) / f"{plan.plans_for(strategy)}.json"),
+                           *preprocessed(spec, data), splits(spec) if strategy.per_fold else None,
+                           writers.get(step.training.pretrained) if step.training.pretrained else None]
+        elif step.stage == "evaluate" and strategy is not None and step.fold is not None:
+            if strategy.evaluate == "cross-domain":
+                target = plan.datasets[plan.family(strategy).target]
+                step.after += [f"train-{strategy.key}-fold_all", writers.get(layout.raw_dir(target) / "dataset.json"),
+                               splits(target), *preprocessed(target)]
+            else:
+                step.after.append(f"train-{strategy.key}-fold_{step.fold}")
+        elif step.stage == "compare":
+            step.after += [s.name for s in steps if s.stage == "evaluate"]
+    names = {s.name for s in steps}
+    for step in steps:
+        step.after = [n for n in _present(step.after) if n in names and n != step.name]
+
+
+def _option(command: Sequence[str], flag: str) -> Optional[str]:
+    return command[command.index(flag) + 1] if flag in command[:-1] else None
 
 
 def steps_by_name(steps: Sequence[Step]) -> Dict[str, Step]:

@@ -143,11 +143,16 @@ def test_dry_run_brainunet_plan(nnunet_env, tmp_path):
 
 def test_strategies_of_one_family_prepare_only_their_datasets(table2, tmp_path):
     names = [s.name for s in build_steps(table2, tmp_path, folds=[0], strategies=["brainunet_finetune"])]
-    assert names[:11] == ["convert-source_3ch", "convert-target_3ch", "fingerprint-source_3ch", "fingerprint-target_3ch",
-                          "plan-source_3ch", "plan-target_3ch", "derive-plans-brainunet",
-                          "transfer-plans-target_3ch-brainunet", "preprocess-source_3ch-brainunet",
-                          "preprocess-target_3ch-brainunet", "splits"]
-    assert not any(n.endswith(("-source", "-target", "-combined")) for n in names)
+    chain = ["convert-source_3ch", "convert-target_3ch", "fingerprint-source_3ch", "fingerprint-target_3ch",
+             "plan-source_3ch", "plan-target_3ch", "derive-plans-brainunet", "transfer-plans-target_3ch-brainunet",
+             "preprocess-source_3ch-brainunet", "preprocess-target_3ch-brainunet", "splits"]
+    assert [n for n in names if n in chain] == chain
+    # the comparison's reference (the baseline) is added with what it needs: the source's plans and data,
+    # the target's raw data to predict; not the combined dataset, not the target's preprocessed data
+    assert [n for n in names if n.startswith("train-")] == [
+        "train-baseline-fold_all", "train-brainunet-fold_all", "train-brainunet_finetune-fold_0"]
+    assert {"preprocess-source", "predict-baseline-fold_0", "convert-target"} <= set(names)
+    assert not any(n.endswith("-combined") or n == "preprocess-target" for n in names)
     # the paper's six (and the balanced-batch row) alone leave the three-channel datasets alone
     paper = ["baseline", "combined", "combined_balanced", "finetune", "finetune_frozen_decoder", "dann", "dann_no_grl"]
     names = [s.name for s in build_steps(table2, tmp_path, folds=[0], strategies=paper)]
@@ -253,3 +258,18 @@ def test_a_work_dir_holding_another_models_predictions_is_refused(nnunet_env, tm
     assert build_steps(paper, shared, strategies=["combined"])  # neither predicts nor compares with the baseline
     with pytest.raises(ValueError, match="holds predictions of"):  # compared with the baseline, its reference
         build_steps(paper, shared, strategies=["combined", "dann"])
+
+
+def test_a_comparison_of_other_rows_is_redone(nnunet_env, tmp_path):
+    """A comparison of a subset (``--strategies finetune``) does not count as the full plan's."""
+    plan = load_plan(shipped_plan("demo"))
+    subset = {s.name: s for s in build_steps(plan, tmp_path, strategies=["finetune"])}["compare"]
+    full = {s.name: s for s in build_steps(plan, tmp_path)}["compare"]
+    out = tmp_path / "comparison"
+    out.mkdir()
+    (out / "table2.md").write_text("| table |\n")
+    (out / "comparison.json").write_text(json.dumps({"table": {"Baseline": {}, "Fine-Tuning": {}}}))
+    assert subset.done() and not full.done()
+    labels = [s.label for s in plan.strategies.values()]
+    (out / "comparison.json").write_text(json.dumps({"table": {label: {} for label in labels}}))
+    assert full.done() and not subset.done()
