@@ -145,6 +145,15 @@ def test_time_mirroring() -> bool:
     raise ValueError(f"{TEST_TIME_MIRRORING}={value!r} must be 0 or 1 (unset it to mirror, nnU-Net's default).")
 
 
+def cpu_threads() -> Optional[int]:
+    """``OMP_NUM_THREADS`` as a positive int, or None when unset.
+
+    nnU-Net's CPU training sets torch's threads to every core whatever ``OMP_NUM_THREADS``
+    says; the plugin's trainers set them back to this (``run --jobs`` shares cores this way).
+    """
+    return _positive_int("OMP_NUM_THREADS")
+
+
 def user_set(name: str) -> bool:
     """Whether the user set ``name`` (non-empty) in the environment; the runner then leaves it alone.
 

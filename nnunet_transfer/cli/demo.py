@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 # nnU-Net's worker pools follow the plan's num_processes (1 in the demo plans; the runner sets them)
 CPU_DEFAULTS = {"nnUNet_compile": "f"}
+# two steps at once, one core each: trainings overlap the other's start-up, validation and export
+DEFAULT_JOBS = 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plan", default="demo", help="plan to run (default: the shipped 'demo' plan)")
     parser.add_argument("--folds", nargs="+", type=int, default=None, help="target folds to run (default: all)")
     parser.add_argument("--strategies", nargs="+", default=None, help="strategies to run (default: all)")
+    parser.add_argument("-j", "--jobs", type=int, default=DEFAULT_JOBS,
+                        help=f"independent steps run at once, sharing the CPU cores (default: {DEFAULT_JOBS})")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--verbose", dest="stream", action="store_true",
                         help="echo nnU-Net's output to the console too (it always goes to WORKDIR/logs/<step>.log)")
@@ -65,6 +69,6 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     status = run_command.run(argparse.Namespace(
         plan=args.plan, workdir=args.workdir, folds=args.folds, strategies=args.strategies, dry_run=False,
-        emit=None, quiet=args.quiet, stream=args.stream, step=None))
+        emit=None, quiet=args.quiet, stream=args.stream, step=None, jobs=args.jobs))
     logger.info("demo finished in %.1f min", (time.perf_counter() - start) / 60)
     return status

@@ -100,6 +100,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     slurm.add_argument("--cpus-per-task", dest="cpus_per_task", default=None)
     slurm.add_argument("--mem", default=None, help="memory, e.g. 64G")
     parser.add_argument("--step", default=None, help=argparse.SUPPRESS)  # the plugin's own Python steps
+    # exit 0 when step NAME (of this selection) is done, steps.NOT_DONE when not: the SLURM scripts' guards
+    parser.add_argument("--step-done", dest="step_done", metavar="NAME", default=None, help=argparse.SUPPRESS)
 
 
 def local_gpus(text: Optional[str]) -> List[str]:
@@ -127,6 +129,8 @@ def run(args: argparse.Namespace) -> int:
     if args.step:
         run_python_step(plan, layout, args.step)
         return 0
+    if getattr(args, "step_done", None):
+        return step_done(plan, layout, args)
     steps = build_steps(plan, workdir, folds=args.folds, strategies=args.strategies, layout=layout)
     if args.dry_run:
         print(dry_run(plan, steps))
@@ -156,3 +160,23 @@ def run(args: argparse.Namespace) -> int:
     if table.is_file() and any(s.stage == "compare" for s in steps):
         print(table.read_text())
     return 0
+
+
+def step_done(plan, layout, args: argparse.Namespace) -> int:
+    """``--step-done NAME``: 0 when the step (of this selection) is done, ``NOT_DONE`` when not (SLURM guards)."""
+    from nnunet_transfer.experiments import build_steps
+    from nnunet_transfer.experiments.steps import NOT_DONE, steps_by_name
+
+    quiet = logging.getLogger("nnunet_transfer")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)  # a guard's answer is its exit status: no "added strategy" lines
+    try:
+        steps = build_steps(plan, layout.workdir, folds=args.folds, strategies=args.strategies, layout=layout)
+    finally:
+        quiet.setLevel(level)
+    step = steps_by_name(steps).get(args.step_done)
+    if step is None:
+        raise ValueError(f"--step-done {args.step_done}: no such step in plan {plan.name} (with these --folds "
+                         f"and --strategies); was the plan edited since its SLURM scripts were written? "
+                         f"Emit them again")
+    return 0 if step.done() else NOT_DONE

@@ -20,7 +20,7 @@ Only what the chosen strategies need is prepared (see :func:`usage`); with a com
 reference strategy is added to the chosen ones. Each step names the steps it needs
 (``Step.after``: the steps that write the files it reads), so independent steps may run at
 once (``run --jobs``); the list order is one valid order. Done-checks look at
-the files each step leaves. Training steps resume: with
+the files each step leaves (SLURM scripts ask them through ``Step.done_command``). Training steps resume: with
 ``checkpoint_latest.pth`` but no ``checkpoint_final.pth`` they continue with ``--c``; with a
 final checkpoint but no validation summary they rerun only the validation (``--val``).
 
@@ -48,6 +48,7 @@ from nnunet_transfer.experiments.plan import (DEFAULT_FAMILY, DatasetSpec, Plan,
 logger = logging.getLogger(__name__)
 
 CLI = "nnunet-transfer"
+NOT_DONE = 3  # exit status of `nnunet-transfer run PLAN --step-done NAME` for a step not done yet
 STAGES = ("prepare", "train", "evaluate", "compare")
 # what a person reads a run's time by (a step's phase follows from its name, see phase_of)
 PHASES = ("data", "planning/preprocessing", "training", "prediction", "evaluation", "comparison")
@@ -90,10 +91,13 @@ class Step:
     """One command of the chain.
 
     ``done`` tells from the files on disk whether the step has finished; ``markers`` are
-    files whose existence means done (used for shell guards in SLURM scripts);
-    ``stage``, ``strategy`` and ``fold`` place the step in the job graph; ``after`` names
-    the steps that must finish first (set by :func:`build_steps`; steps not in the run are
-    ignored).
+    files it writes (the runner names them when a step leaves its done-check false, and
+    steps that need them are ordered after it); ``done_command`` asks that same ``done``
+    from a shell (``nnunet-transfer run PLAN --workdir W ... --step-done NAME``: exit 0 when
+    done, :data:`NOT_DONE` when not; set by :func:`build_steps` for plans read from a file),
+    which SLURM scripts use as each step's guard; ``stage``, ``strategy`` and ``fold`` place
+    the step in the job graph; ``after`` names the steps that must finish first (set by
+    :func:`build_steps`; steps not in the run are ignored).
     """
 
     name: str
@@ -106,6 +110,7 @@ class Step:
     training: Optional[Training] = None
     env: Dict[str, str] = field(default_factory=dict)  # set for this command only (over the plan's)
     after: List[str] = field(default_factory=list)
+    done_command: Optional[List[str]] = None
 
     @property
     def phase(self) -> str:
@@ -275,6 +280,23 @@ def _self_step(layout: Layout, step: str) -> List[str]:
     """A step the plugin runs in Python, as a shell command: ``nnunet-transfer run PLAN --step NAME``."""
     plan_path = layout.plan.path or Path(f"{layout.plan.name}.toml")
     return [CLI, "run", str(plan_path), "--workdir", str(layout.workdir), "--step", step]
+
+
+def done_command(layout: Layout, name: str, folds: Optional[Sequence[int]] = None,
+                 strategies: Optional[Sequence[str]] = None) -> List[str]:
+    """The shell command asking the runner whether step ``name`` (of this selection) is done.
+
+    It rebuilds the steps of the same plan, work dir, folds and strategies and exits 0 when
+    the step's ``done()`` is true, :data:`NOT_DONE` when it is not (and 1 on errors, such as a
+    plan edited since, that no longer has the step).
+    """
+    plan_path = layout.plan.path or Path(f"{layout.plan.name}.toml")
+    command = [CLI, "run", str(plan_path), "--workdir", str(layout.workdir)]
+    if folds is not None:
+        command += ["--folds", *map(str, folds)]
+    if strategies:
+        command += ["--strategies", *strategies]
+    return command + ["--step-done", name]
 
 
 @dataclass
@@ -559,6 +581,7 @@ def build_steps(plan: Plan, workdir: Union[str, Path], folds: Optional[Sequence[
     that starts from) is included too. Each step's ``after`` names the steps it needs.
     """
     layout = layout or Layout.from_env(plan, workdir)
+    given_folds = None if folds is None else [int(f) for f in folds]
     folds = list(range(plan.folds)) if folds is None else [int(f) for f in folds]
     bad = [f for f in folds if not 0 <= f < plan.folds]
     if bad:
@@ -575,6 +598,9 @@ def build_steps(plan: Plan, workdir: Union[str, Path], folds: Optional[Sequence[
     names = [s.name for s in steps]
     assert len(names) == len(set(names)), "step names must be unique"
     _link(layout, steps)
+    if plan.path is not None:  # a plan read from a file: the shell can ask the runner (SLURM guards)
+        for step in steps:
+            step.done_command = done_command(layout, step.name, given_folds, list(strategies) if strategies else None)
     return steps
 
 

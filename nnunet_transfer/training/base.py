@@ -73,6 +73,10 @@ class TransferTrainerBase(nnUNetTrainer):
         #: the run state of the checkpoint being loaded ({} if it has none); None for a fresh run
         self.resumed_run: Optional[dict] = None
         self.configure_knobs()
+        threads = config.cpu_threads()
+        if self.device.type == "cpu" and threads and torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)  # nnUNetv2_train set every core, whatever OMP_NUM_THREADS says
+            self.print_to_log_file(f"nnunet-transfer: {threads} CPU thread(s) (OMP_NUM_THREADS)")
         if self.deep_supervision is not None:
             self.enable_deep_supervision = bool(self.deep_supervision)
         for name, value in config.schedule_overrides().items():

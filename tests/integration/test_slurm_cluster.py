@@ -4,10 +4,12 @@
 shortened demo plan (the source-only baseline on fold ``all``, fine-tuning from it on two
 target folds) is emitted with ``nnunet-transfer run PLAN --emit slurm OUTDIR`` and submitted
 with the real ``sbatch`` through ``submit.sh``. Checked: fine-tuning is a job array over the
-folds, every job waits ``afterok`` for the ones it needs, the jobs complete, and a fine-tuning
-task cancelled with ``scancel`` after its first checkpoint leaves the comparison pending
-(``DependencyNeverSatisfied``); rerunning ``submit.sh`` then continues that training from its
-checkpoint (``--c``), skips what is done, and the comparison runs.
+folds, every job waits ``afterok`` for the ones it needs, ``submit.sh`` refuses to submit again
+while they are queued, the jobs complete, and a fine-tuning task cancelled with ``scancel``
+after its first checkpoint gets the comparison cancelled by SLURM (``--kill-on-invalid-dep=yes``,
+``DependencyNeverSatisfied``); rerunning ``submit.sh`` then continues that training from its
+checkpoint (``--c``), skips what is done (the prepare job neither makes data nor preprocesses
+again), and the comparison runs.
 
 Without ``sbatch``/``sinfo`` or a responding cluster the test is skipped with the reason
 (including what ``scripts/slurm_cluster.sh`` wrote to its reason file); with
@@ -139,13 +141,18 @@ def test_emitted_scripts_on_one_node_cluster(tmp_path, monkeypatch):
     ids = list(first.values())
     try:
         _check_first_submission(first, jobs_dir)
+        # a second submission while these are queued would train their folds twice at once: refused
+        again = run_cmd(["bash", str(jobs_dir / "submit.sh")], env, timeout=120, check=False)
+        ids += re.findall(r"^\w+: job (\d+)$", again.stdout, re.M)  # (none, unless the refusal failed)
+        assert again.returncode == 1 and "still queued or running" in again.stderr, again.stdout + again.stderr
+        cancel = re.search(r"scancel ([\d ]+)", again.stderr)
+        assert cancel and first["90_compare"] in cancel.group(1).split(), again.stderr
         stopped = _cancel_finetune_fold_0(first, jobs_dir, env)
-        # the comparison waits afterok for every training: it can never start now
+        # the comparison waits afterok for every training: it can never start now, and SLURM cancels it
         compare = first["90_compare"]
-        wait_until(lambda: jobs([compare])[0].get("Reason") == "DependencyNeverSatisfied",
-                   "DependencyNeverSatisfied for the comparison", ids, jobs_dir, timeout=120)
-        assert jobs([compare])[0]["JobState"] == "PENDING"
-        run_cmd(["scancel", compare])
+        wait_until(lambda: jobs([compare])[0]["JobState"] == "CANCELLED", "the comparison cancelled by SLURM",
+                   ids, jobs_dir, timeout=120)
+        assert jobs([compare])[0].get("Reason") == "DependencyNeverSatisfied", describe(ids, jobs_dir)
         states = {(r["JobId"], r.get("ArrayTaskId")): r["JobState"] for r in jobs(ids)}
         assert sorted(states.values()) == ["CANCELLED", "CANCELLED", "COMPLETED", "COMPLETED", "COMPLETED"], states
 
@@ -191,6 +198,12 @@ def test_emitted_scripts_on_one_node_cluster(tmp_path, monkeypatch):
     # what the first submission finished is not trained again
     assert "done: train-finetune-fold_1" in log(f"finetune-{second['10_finetune']}_1")
     assert "done: train-baseline-fold_all" in log(f"baseline-{second['10_baseline']}")
+    # nor is any data made or preprocessed again: every step of the prepare job is done
+    prepare = log(f"prepare-{second['00_prepare']}")
+    names = [s.name for s in steps if s.stage == "prepare"]
+    assert {"synth-source", "synth-target", "preprocess-source", "preprocess-target"} <= set(names)
+    assert [line for line in prepare.splitlines() if line.startswith("done: ")] == [f"done: {n}" for n in names], \
+        prepare[-3000:]
 
 
 def _finetune_fold(results: Path, fold: str) -> Path:

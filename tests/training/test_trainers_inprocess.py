@@ -135,3 +135,16 @@ def test_encoder_hook_keeps_only_the_used_levels_and_only_in_training(folders):
     trainer._features = None
     trainer.train_step(batch_for(trainer))
     assert trainer._features is None  # released after the step
+
+
+def test_trainers_honour_omp_num_threads_on_the_cpu(folders, monkeypatch):
+    """nnUNetv2_train gives torch every core; with OMP_NUM_THREADS (``run --jobs``) the trainers take that many."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        T.nnUNetTrainerMixedDomain({**tiny_plans(), "continue_training": False}, "3d_fullres", 0, DATASET_JSON,
+                                   torch.device("cpu"))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
