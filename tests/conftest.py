@@ -65,3 +65,15 @@ def run_cmd(args: List[str], env: Optional[Dict[str, str]] = None, timeout: floa
 def cli(*args: str) -> List[str]:
     """The nnunet-transfer console script, run with this interpreter."""
     return [sys.executable, "-m", "nnunet_transfer.cli", *args]
+
+
+@pytest.fixture
+def demo_with_strategy_env(tmp_path) -> Path:
+    """The shipped demo plan with a per-strategy [env] table on fine-tuning (2 epochs of 30 steps)."""
+    from nnunet_transfer.experiments import shipped_plan
+
+    path = tmp_path / "demo_strategy_env.toml"
+    path.write_text(Path(shipped_plan("demo")).read_text()
+                    + "\n[strategies.finetune.env]\nnnUNetTransfer_num_epochs = 2\n"
+                      "nnUNetTransfer_iterations_per_epoch = 30\n")
+    return path

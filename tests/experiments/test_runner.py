@@ -114,8 +114,8 @@ def test_subprocess_executor_passes_plan_environment(nnunet_env, tmp_path):
     assert epochs == "4" and Path(trainer_path.split(":")[0]).name == "nnunet_ext"
 
 
-def test_strategy_env_reaches_its_trainings_over_the_plan_env(nnunet_env, tmp_path):
-    plan = load_plan("demo")
+def test_strategy_env_reaches_its_trainings_over_the_plan_env(nnunet_env, tmp_path, demo_with_strategy_env):
+    plan = load_plan(demo_with_strategy_env)
     seen = {}
 
     class Recording(FakeNnunet):

@@ -234,19 +234,20 @@ def test_submit_runs_jobs_in_order_with_stand_in_sbatch(table2, tmp_path):
     assert sum(c.startswith("nnunet-transfer evaluate") for c in commands) == 4
 
 
-def test_emit_cli_refuses_foreign_folder(nnunet_env, tmp_path, capsys):
+def test_emit_cli_refuses_foreign_folder(nnunet_env, tmp_path, capsys, demo_with_strategy_env):
     out = tmp_path / "jobs"
-    assert main(["run", "demo", "--workdir", str(tmp_path / "w"), "--emit", "slurm", str(out), "--gres", "gpu:a100:1"]) == 0
+    demo = str(demo_with_strategy_env)
+    assert main(["run", demo, "--workdir", str(tmp_path / "w"), "--emit", "slurm", str(out), "--gres", "gpu:a100:1"]) == 0
     assert "submit with: bash" in capsys.readouterr().out
     assert "#SBATCH --gres=gpu:a100:1" in (out / "10_dann.sbatch").read_text()
     finetune = next(out.glob("*_finetune.sbatch")).read_text()  # a strategy's [env] leads its commands
     assert "else nnUNetTransfer_num_epochs=2 nnUNetTransfer_iterations_per_epoch=30 nnUNetv2_train 942" in finetune
     assert "then nnUNetTransfer_num_epochs=2 nnUNetTransfer_iterations_per_epoch=30 nnUNetv2_train 942" in finetune
-    assert main(["run", "demo", "--emit", "slurm", str(out)]) == 0  # its own folder: replaced
+    assert main(["run", demo, "--emit", "slurm", str(out)]) == 0  # its own folder: replaced
     foreign = tmp_path / "notes"
     foreign.mkdir()
     (foreign / "keep.txt").write_text("mine")
-    assert main(["run", "demo", "--emit", "slurm", str(foreign)]) == 1
+    assert main(["run", demo, "--emit", "slurm", str(foreign)]) == 1
     assert (foreign / "keep.txt").read_text() == "mine"
 
 

@@ -75,13 +75,13 @@ def test_folds_and_strategies_restrict_the_chain(table2, tmp_path):
         build_steps(table2, tmp_path, folds=[10])
 
 
-def test_dry_run_of_demo_shrinks_and_uses_small_fingerprints(nnunet_env, tmp_path):
-    plan = load_plan("demo")
+def test_dry_run_of_demo_shrinks_and_uses_small_fingerprints(nnunet_env, tmp_path, demo_with_strategy_env):
+    plan = load_plan(demo_with_strategy_env)
     text = dry_run(plan, build_steps(plan, tmp_path))
     assert "export nnUNetTransfer_num_epochs=4" in text
     assert f"export nnUNet_extTrainer={nnunet_env['nnUNet_extTrainer']}" in text
     lines = text.splitlines()
-    assert f"nnunet-transfer synth {tmp_path}/data/DemoSSA --domain SSA -n 9 --seed 0 --shape 64 64 48" in lines
+    assert f"nnunet-transfer synth {tmp_path}/data/DemoSSA --domain SSA -n 12 --seed 0 --shape 64 64 48" in lines
     assert any(line.endswith("--step fingerprint-source") for line in lines)
     shrink = [i for i, line in enumerate(lines) if line.endswith("--step shrink-plans")][0]
     transfer = _index(lines, "nnUNetv2_move_plans_between_datasets -s 941 -t 942 -sp nnUNetPlansTiny -tp nnUNetPlansTiny_from941")

@@ -57,8 +57,8 @@ def test_shipped_plans_load():
     demo = load_plan("demo")  # a shipped plan by name
     assert demo.source.is_synth and demo.training_plans == "nnUNetPlansTiny"
     assert demo.fingerprint_voxels == 1e5 and demo.env["nnUNetTransfer_num_epochs"] == "4"
-    assert demo.strategies["finetune"].env == {"nnUNetTransfer_num_epochs": "2",
-                                               "nnUNetTransfer_iterations_per_epoch": "30"}
+    assert demo.strategies["finetune"].env == {}  # fine-tuning: the same 200 steps as training from scratch
+    assert all(spec.convert_args == ("--regions",) for spec in demo.datasets.values() if not spec.combine)
     assert demo.strategies["dann"].env == {} and demo.test_time_mirroring is False
     assert demo.strategies["combined_balanced"].trainer == "nnUNetTrainerMixedDomain"
     assert demo.strategies["combined_balanced"].env == {}  # the from-scratch schedule of overrides.env
