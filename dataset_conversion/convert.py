@@ -205,6 +205,34 @@ def _write_case(job: _WriteJob) -> Tuple[str, List[Defect]]:
     return case.case_id, []
 
 
+def convert_case_images(case: SourceCase, modalities: Sequence[str], images_dir: Path,
+                        clip: Optional[Tuple[float, float]] = None, link: bool = False,
+                        file_ending: Optional[str] = None) -> Tuple[List[Path], List[Defect]]:
+    """Check one case and write its images as nnU-Net channel files, exactly as ``convert_brats`` does.
+
+    Runs the same per-case checks (present, readable, complete, same grid, finite, not
+    blank) and writes ``<case_id>_0000<ending>``, ... in ``modalities`` order into
+    ``images_dir``, with the first image's geometry and, given ``clip``, percentile
+    clipping. The case's label file is ignored (new cases to segment need none).
+    ``file_ending`` defaults to the images' own (``.nii.gz`` when they mix).
+    Returns ``(files, [])``, or ``([], defects)`` with nothing written.
+    """
+    chosen = list(modalities)
+    case = SourceCase(case.case_id, case.folder, dict(case.images), None, list(case.missing))
+    checked = _check_headers((case, chosen))
+    if checked.defects:
+        return [], checked.defects
+    if file_ending is None:
+        endings = {_ending(case.images[m]) for m in chosen}
+        file_ending = endings.pop() if len(endings) == 1 else ".nii.gz"
+    images_dir = Path(images_dir)
+    job = _WriteJob(checked, chosen, {0: 0}, images_dir, images_dir, file_ending, link, False, clip)
+    _, defects = _write_case(job)
+    if defects:
+        return [], defects
+    return [images_dir / f"{case.case_id}_{c:04d}{file_ending}" for c in range(len(chosen))], []
+
+
 def dataset_json(modalities: Sequence[str], regions: bool, num_training: int, file_ending: str,
                  domains: Dict[str, str], name: str, **extra) -> dict:
     """The dataset.json of a converted BraTS dataset (label- or region-based)."""

@@ -136,18 +136,31 @@ def discover(source: Path, modalities: Sequence[str]) -> Tuple[Layout, List[Sour
     if layout is None:
         raise ValueError(f"no BraTS case folders in {source}: expected folders such as BraTS-GLI-00000-000 "
                          f"(BraTS 2023/2024) or BraTS2021_00000 (BraTS 2021), here or one level below")
-    cases = []
-    for folder in folders:
-        case_id = folder.name
-        files = {p.name for p in folder.iterdir()}
-        images: Dict[str, Optional[Path]] = {}
-        missing = []
-        for modality in modalities:
-            stem = layout.file_stem(case_id, layout.suffixes[modality])
-            images[modality] = _find(folder, stem, files)
-            if images[modality] is None:
-                missing.append(f"{stem}.nii.gz")
-        seg = _find(folder, layout.file_stem(case_id, layout.seg_suffix), files)
-        cases.append(SourceCase(case_id, folder, images, seg, missing))
+    cases = [read_case(folder, layout, modalities) for folder in folders]
     logger.info("%s: %d case folders in the %s layout", source, len(cases), layout.name)
     return layout, cases
+
+
+def layout_of(folder_name: str) -> Optional[Layout]:
+    """The layout whose case folders are named like ``folder_name``, or None.
+
+    >>> layout_of("BraTS2021_00042").name, layout_of("imagesTr")
+    ('brats2021', None)
+    """
+    return next((layout for layout in LAYOUTS if layout.matches(folder_name)), None)
+
+
+def read_case(folder: Path, layout: Layout, modalities: Sequence[str]) -> SourceCase:
+    """One case folder of ``layout`` with the files of ``modalities`` (and ``seg``) looked up."""
+    folder = Path(folder)
+    case_id = folder.name
+    files = {p.name for p in folder.iterdir()}
+    images: Dict[str, Optional[Path]] = {}
+    missing = []
+    for modality in modalities:
+        stem = layout.file_stem(case_id, layout.suffixes[modality])
+        images[modality] = _find(folder, stem, files)
+        if images[modality] is None:
+            missing.append(f"{stem}.nii.gz")
+    seg = _find(folder, layout.file_stem(case_id, layout.seg_suffix), files)
+    return SourceCase(case_id, folder, images, seg, missing)

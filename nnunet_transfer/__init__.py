@@ -63,6 +63,9 @@ _API = {
     "predict_folds": "nnunet_transfer.evaluation",
     "write_brats_cases": "nnunet_transfer.synth",
     "load_plan": "nnunet_transfer.experiments",
+    "segment": "nnunet_transfer.inference",
+    "SegmentOptions": "nnunet_transfer.inference",
+    "export_bundle": "nnunet_transfer.inference",
 }
 
 

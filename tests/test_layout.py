@@ -51,7 +51,7 @@ def test_every_package_folder_is_installed():
 
 
 def test_tests_mirror_the_tree():
-    for folder in ("brainunet", "evaluation", "experiments", "synth", "training"):
+    for folder in ("brainunet", "evaluation", "experiments", "inference", "postprocessing", "synth", "training"):
         assert (ROOT / "nnunet_transfer" / folder).is_dir() and (ROOT / "tests" / folder).is_dir(), folder
     assert (ROOT / "tests" / "dataset_conversion").is_dir() and (ROOT / "tests" / "plans").is_dir()
 

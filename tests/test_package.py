@@ -18,6 +18,7 @@ DOCTEST_MODULES = [
     "nnunet_transfer.config", "nnunet_transfer.domains", "nnunet_transfer.planning",
     "nnunet_transfer.training.grl", "nnunet_transfer.training.domain_head", "nnunet_transfer.training.sampling",
     "nnunet_transfer.training.freezing", "nnunet_transfer.training.lr_schedule",
+    "nnunet_transfer.postprocessing", "nnunet_transfer.postprocessing.rules", "nnunet_transfer.postprocessing.io",
 ]
 
 
@@ -50,7 +51,7 @@ def test_cli_help_lists_every_subcommand_without_importing_torch():
             "h = build_parser().format_help(); print(h); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     for name in ("env", "synth", "convert", "combine", "splits", "to-brats", "evaluate", "predict-folds", "compare",
-                 "brainunet-plans", "run", "demo"):
+                 "tune-postprocessing", "apply-postprocessing", "ensemble-folds", "segment", "export", "status", "brainunet-plans", "run", "demo"):
         assert name in out
     assert out.strip().endswith("False")  # the front stays light: heavy modules load per subcommand
 

@@ -16,6 +16,12 @@ Prints Table 2 (mean Dice and HD95 for NCR, ED, ET and their average, mean ± st
 folds) and paired tests against --reference, per fold and per case (paired by case id);
 writes table2.md, table2.csv, comparison.json and comparison.png to the output folder.
 
+Rows with BraTS post-processing: --postprocessing NAME[=RULES_JSON] (repeat) adds the row
+"NAME + post-processing" after NAME: NAME's fold predictions post-processed with its tuned
+rules (default PATH/brats_postprocessing.json from `nnunet-transfer tune-postprocessing`) into
+PATH/brats_postprocessed/fold_k/validation and evaluated there. An ensemble made with
+`nnunet-transfer ensemble-folds` is a strategy like any results folder.
+
 Baseline predictions from a source-domain model can be made on the fly:
     --source-model "Baseline=$nnUNet_results/Dataset231_GLI/nnUNetTrainer__nnUNetPlans__3d_fullres"
     --target-dataset 232   (runs predict-folds into OUT/Baseline first)
@@ -35,6 +41,13 @@ def _pair(text: str):
     return name.strip(), [p for p in paths.split(",") if p]
 
 
+def _postprocessing(text: str):
+    name, _, rules = text.partition("=")
+    if not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME or NAME=RULES_JSON, got {text!r}")
+    return name.strip(), (rules.strip() or None)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strategy", "-s", action="append", type=_pair, default=[], metavar="NAME=PATH[,PATH]",
                         help="a strategy to compare (repeat; order is kept in the table)")
@@ -52,6 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="predict the target folds with this source-domain model first (see predict-folds)")
     parser.add_argument("--target-dataset", default=None, help="target dataset id or name for --source-model")
     parser.add_argument("--no-mirroring", action="store_true", help="--source-model: disable test-time mirroring")
+    parser.add_argument("--postprocessing", action="append", type=_postprocessing, default=[],
+                        metavar="NAME[=RULES_JSON]",
+                        help="also a row 'NAME + post-processing' with NAME's tuned rules (repeat)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("give at least two strategies (--strategy NAME=PATH, --source-model NAME=MODEL_DIR)")
     result = compare_strategies(strategies, args.reference, out_dir, labels=args.labels, gt_dir=args.gt_dir,
                                 hd95=args.hd95, empty_penalty=args.empty_penalty,
-                                num_processes=args.num_processes, file_ending=args.file_ending, folds=args.folds)
+                                num_processes=args.num_processes, file_ending=args.file_ending, folds=args.folds,
+                                postprocessing=dict(args.postprocessing))
     print(result["markdown"])
     print("written: " + ", ".join(result["files"].values()))
     return 0

@@ -1,5 +1,8 @@
 """Evaluation: Dice and HD95 per BraTS label and region, lesion-wise scores, Table-2 comparisons.
 
+Table-2 rows may also be post-processed strategies (:func:`postprocess_strategy`) and
+strategy ensembles (:func:`ensemble_folds`).
+
 Everything is importable from here; modules load lazily, so importing the package is cheap.
 
 Example:
@@ -38,6 +41,8 @@ _API = {
     "load_strategy": "compare",
     "build_table": "compare",
     "to_markdown": "compare",
+    "postprocess_strategy": "compare",
+    "ensemble_folds": "ensemble",
     "predict_folds": "cross_domain",
     "target_dataset_name": "cross_domain",
 }

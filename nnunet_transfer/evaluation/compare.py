@@ -25,6 +25,13 @@ strategies must have been validated on the same folds and cases; otherwise a
 Outputs in ``out_dir``: ``table2.md``, ``table2.csv``, ``comparison.json`` and
 ``comparison.png`` (box plots of per-case Dice and HD95 per label, by strategy).
 
+*Post-processed rows.* ``postprocessing={"DANN": None}`` adds the row "DANN + post-processing"
+right after "DANN": :func:`postprocess_strategy` applies the strategy's tuned BraTS rules
+(``<results folder>/brats_postprocessing.json`` from ``nnunet-transfer tune-postprocessing``,
+or the file given) to every fold's validation predictions, into the sibling folder
+``<results folder>/brats_postprocessed/fold_k/validation``, and evaluates them there
+(``summary_brats.json``). An ensemble (:mod:`.ensemble`) is a row like any results folder.
+
 *Notes* (``notes`` in ``comparison.json``, a section of ``table2.md``) say which pairs of
 combined-dataset rows differ in one design choice only, e.g. that Combined (uniform batches)
 vs Combined (balanced batches) isolates the sampling and Combined (balanced batches) vs DANN
@@ -62,6 +69,8 @@ from nnunet_transfer.evaluation.metrics import EMPTY_PENALTY
 logger = logging.getLogger(__name__)
 PathLike = Union[str, Path]
 CACHE_NAME = "summary_brats.json"
+POSTPROCESSED_DIR = "brats_postprocessed"  # <results folder>/brats_postprocessed/fold_k/validation
+POSTPROCESSED_LABEL = "{} + post-processing"
 METRICS = ("Dice", "HD95")
 AVERAGE = "Average"
 
@@ -107,7 +116,9 @@ def _results_folder_info(validation_dir: Path) -> Tuple[Optional[Path], Optional
     if dataset_json.is_file():
         file_ending = json.loads(dataset_json.read_text()).get("file_ending")
     gt_dir = None
-    dataset_name = model_dir.parent.name
+    from nnunet_transfer.postprocessing.sources import dataset_name as dataset_of
+
+    dataset_name = dataset_of(model_dir) or ""  # DatasetXXX parent, else plans.json (an ensemble-folds output)
     if dataset_name.startswith("Dataset"):
         from nnunet_transfer import config
 
@@ -312,6 +323,8 @@ def mixed_domain_design(paths: Union[PathLike, Sequence[PathLike]]) -> Optional[
     found = set()
     for raw in paths:
         parts = Path(os.path.expandvars(str(raw))).parts
+        if POSTPROCESSED_DIR in parts:  # post-processed: differs from its row in more than the design
+            return None
         for index, part in enumerate(parts):
             pieces = part.split("__")  # nnU-Net's Trainer__Plans__Configuration
             if len(pieces) == 3 and all(pieces) and pieces[0].isidentifier():
@@ -465,11 +478,68 @@ def _json_safe(value):
     return value
 
 
+def postprocess_strategy(paths: Union[PathLike, Sequence[PathLike]], rules_file: Optional[PathLike] = None,
+                         out_dir: Optional[PathLike] = None, gt_dir: Optional[PathLike] = None,
+                         hd95: str = "medpy", empty_penalty: float = EMPTY_PENALTY, num_processes: int = 1,
+                         file_ending: Optional[str] = None,
+                         folds: Optional[Sequence[Union[int, str]]] = None) -> Path:
+    """Post-process a strategy's fold predictions with its tuned rules and evaluate them: a new row's folder.
+
+    Args:
+        paths: the strategy's one fold-structured folder (an nnU-Net results folder, a
+            ``predict-folds`` or ``ensemble-folds`` output).
+        rules_file: the rules (default ``<folder>/brats_postprocessing.json``).
+        out_dir: default ``<folder>/brats_postprocessed`` (``fold_k/validation`` below it).
+        gt_dir: references (default: as ``tune-postprocessing`` finds them, see
+            :mod:`nnunet_transfer.postprocessing.sources`).
+        hd95, empty_penalty, num_processes, file_ending, folds: as in :func:`compare_strategies`.
+
+    Returns:
+        ``out_dir``, whose folds hold post-processed predictions and ``summary_brats.json``.
+        Reruns redo only what is stale (other rules, other HD95 definition).
+    """
+    from nnunet_transfer.evaluation.evaluate import evaluate_folder
+    from nnunet_transfer.postprocessing.folders import apply_to_folder
+    from nnunet_transfer.postprocessing.io import FILE_NAME, read_rules
+    from nnunet_transfer.postprocessing.sources import expand, file_ending as ending_of, fold_folders, \
+        reference_folder
+
+    if not isinstance(paths, (str, Path)):
+        if len(paths) != 1:
+            raise ValueError(f"post-processing needs the strategy's predictions as one folder with fold_k/validation, "
+                             f"got {len(paths)} paths: {', '.join(map(str, paths))}")
+        paths = paths[0]
+    root = expand(paths)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} is not a folder of fold predictions; post-processing needs the "
+                                f"predictions (summary files are not enough).")
+    sources = fold_folders(root, folds)
+    if not sources:
+        raise FileNotFoundError(f"{root} has no fold_k/validation folders to post-process.")
+    rules_file = expand(rules_file) if rules_file is not None else root / FILE_NAME
+    rules = read_rules(rules_file)
+    out = expand(out_dir) if out_dir is not None else root / POSTPROCESSED_DIR
+    ending = file_ending or ending_of(root)
+    apply_to_folder(root, out, rules, num_processes=num_processes, ending=ending, folds=list(sources),
+                    rules_file=rules_file)
+    for fold, validation in fold_folders(out, list(sources)).items():
+        summary = validation / CACHE_NAME
+        if summary.is_file():
+            used = json.loads(summary.read_text()).get("config") or {}
+            if used.get("hd95") == hd95 and used.get("empty_penalty") == float(empty_penalty):
+                continue
+        gt = Path(gt_dir) if gt_dir is not None else reference_folder(root, None, [sources[fold]])
+        evaluate_folder(gt, validation, summary, regions=True, num_processes=num_processes, hd95=hd95,
+                        file_ending=ending, empty_penalty=empty_penalty)
+    return out
+
+
 def compare_strategies(strategies: Mapping[str, Union[PathLike, Sequence[PathLike]]], reference: str,
                        out_dir: PathLike, labels: Sequence[str] = ("NCR", "ED", "ET"),
                        gt_dir: Optional[PathLike] = None, hd95: str = "medpy", empty_penalty: float = EMPTY_PENALTY,
                        num_processes: int = 1, file_ending: Optional[str] = None,
-                       folds: Optional[Sequence[Union[int, str]]] = None) -> dict:
+                       folds: Optional[Sequence[Union[int, str]]] = None,
+                       postprocessing: Optional[Mapping[str, Optional[PathLike]]] = None) -> dict:
     """Build Table 2 with paired tests and write ``table2.md``, ``table2.csv``, ``comparison.json``, ``comparison.png``.
 
     Args:
@@ -480,6 +550,9 @@ def compare_strategies(strategies: Mapping[str, Union[PathLike, Sequence[PathLik
         gt_dir: references for folds that still need evaluating.
         hd95, empty_penalty, num_processes, file_ending: as in ``evaluate_folder``.
         folds: restrict to these folds.
+        postprocessing: strategy name -> rules file (``None``: the strategy folder's
+            ``brats_postprocessing.json``); each adds the row "<name> + post-processing" after
+            the strategy's row (see :func:`postprocess_strategy`).
 
     Returns:
         The result dict (``table``, ``tests``, ``per_fold``, ``per_case``, ``notes``, ...)
@@ -489,6 +562,23 @@ def compare_strategies(strategies: Mapping[str, Union[PathLike, Sequence[PathLik
         raise ValueError("no strategies to compare")
     if reference not in strategies:
         raise ValueError(f"reference strategy {reference!r} is not among the strategies {list(strategies)}")
+    postprocessing = dict(postprocessing or {})
+    unknown = [name for name in postprocessing if name not in strategies]
+    if unknown:
+        raise ValueError(f"post-processing asked for {', '.join(map(repr, unknown))}, which "
+                         f"{'is' if len(unknown) == 1 else 'are'} not among the strategies {list(strategies)}")
+    if postprocessing:
+        rows: Dict[str, Union[PathLike, Sequence[PathLike]]] = {}
+        for name, paths in strategies.items():
+            rows[name] = paths
+            if name in postprocessing:
+                label = POSTPROCESSED_LABEL.format(name)
+                if label in strategies:
+                    raise ValueError(f"the row {label!r} is given both as a strategy and by post-processing")
+                rows[label] = [postprocess_strategy(paths, postprocessing[name], gt_dir=gt_dir, hd95=hd95,
+                                                    empty_penalty=empty_penalty, num_processes=num_processes,
+                                                    file_ending=file_ending, folds=folds)]
+        strategies = rows
     data: StrategyData = {name: load_strategy(paths, labels, gt_dir, hd95, empty_penalty, num_processes,
                                               file_ending, folds) for name, paths in strategies.items()}
     result = build_table(data, reference, labels)

@@ -152,5 +152,11 @@ def test_plans_preprocessing_training_fine_tuning_and_prediction(tiny, tmp_path)
              "--disable_tta", "-npp", "0", "-nps", "0"], tiny["env"])  # 0 and 0: sequential, no worker start-up
     prediction = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / f"{TEST_CASE}.nii.gz")))
     assert prediction.shape == (32, 32, 32) and set(np.unique(prediction)) <= {0, 1, 2, 3}
+    # `nnunet-transfer segment` on the raw download case (clipped and ordered by the model itself): the same labels
+    from nnunet_transfer.inference import SegmentOptions, segment
+
+    report = segment(tiny["source"] / TEST_CASE, folder.parent, tmp_path / "segment",
+                     SegmentOptions(device="cpu", use_mirroring=False))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(report.written[TEST_CASE]))), prediction)
     # plans, preprocessing, training, fine-tuning and prediction wrote nothing into nnU-Net's package
     assert nnunet_package_listing() == tiny["package_before"]

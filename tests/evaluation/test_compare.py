@@ -190,3 +190,56 @@ def test_notes_name_the_design_choice_each_pair_of_combined_rows_isolates(tmp_pa
     # without two comparable combined-dataset rows there is nothing to say
     result = compare_strategies({"Baseline": tmp_path / "Baseline", "DANN": paths["DANN"]}, "Baseline", tmp_path / "c2")
     assert result["notes"] == [] and "### Notes" not in result["markdown"]
+
+
+def _pp_strategies(tmp_path, monkeypatch):
+    """A baseline and an nnU-Net results folder whose predictions carry small false-positive specks."""
+    from nnunet_transfer.postprocessing.io import write_rules
+    from nnunet_transfer.postprocessing.rules import Rules
+    from tests.postprocessing.conftest import speck_cases, write_label, write_results_folder
+
+    folds = speck_cases()
+    model, gt = write_results_folder(tmp_path, folds)
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "nnUNet_preprocessed"))
+    baseline = tmp_path / "baseline"
+    for fold, cases in folds.items():
+        for case, reference, _ in cases:
+            write_label(baseline / f"fold_{fold}" / "validation" / f"{case}.nii.gz", reference)
+    write_rules(model / "brats_postprocessing.json", Rules({"WT": 30}))
+    return baseline, model, gt
+
+
+def test_post_processed_row_follows_its_strategy(tmp_path, monkeypatch):
+    from nnunet_transfer.evaluation.compare import POSTPROCESSED_DIR
+
+    baseline, model, gt = _pp_strategies(tmp_path, monkeypatch)
+    result = compare_strategies({"Baseline": [baseline], "FT": [model]}, "Baseline", tmp_path / "cmp",
+                                gt_dir=gt, postprocessing={"FT": None})
+    assert result["strategies"] == ["Baseline", "FT", "FT + post-processing"]
+    table = result["table"]
+    assert table["FT"]["Dice"]["ED"]["mean"] < 1.0
+    assert table["FT + post-processing"]["Dice"]["ED"]["mean"] == pytest.approx(1.0)
+    assert table["FT + post-processing"]["HD95"]["Average"]["mean"] == pytest.approx(0.0)
+    summary = model / POSTPROCESSED_DIR / "fold_1" / "validation" / CACHE_NAME
+    assert summary.is_file() and "FT + post-processing" in result["markdown"]
+    stamp = summary.stat().st_mtime_ns
+    # a rerun reuses the post-processed folds; the CLI takes NAME or NAME=RULES_JSON
+    assert main(["compare", "-s", f"Baseline={baseline}", "-s", f"FT={model}", "-r", "Baseline", "-o",
+                 str(tmp_path / "cmp2"), "--gt-dir", str(gt), "--postprocessing", "FT"]) == 0
+    assert summary.stat().st_mtime_ns == stamp
+    assert "| FT + post-processing |" in (tmp_path / "cmp2" / "table2.md").read_text()
+
+
+def test_post_processed_rows_need_predictions_and_a_known_strategy(tmp_path, monkeypatch):
+    baseline, model, gt = _pp_strategies(tmp_path, monkeypatch)
+    with pytest.raises(ValueError, match="'DANN', which is not among the strategies"):
+        compare_strategies({"Baseline": [baseline], "FT": [model]}, "Baseline", tmp_path / "c", gt_dir=gt,
+                           postprocessing={"DANN": None})
+    with pytest.raises(FileNotFoundError, match="brats_postprocessing.json does not exist"):
+        compare_strategies({"Baseline": [baseline], "FT": [model]}, "Baseline", tmp_path / "c", gt_dir=gt,
+                           postprocessing={"Baseline": None})
+    summary = tmp_path / "s.json"
+    summary.write_text("{}")
+    with pytest.raises(FileNotFoundError, match="not a folder of fold predictions"):
+        compare_strategies({"Baseline": [baseline], "FT": [summary]}, "Baseline", tmp_path / "c", gt_dir=gt,
+                           postprocessing={"FT": model / "brats_postprocessing.json"})

@@ -89,3 +89,15 @@ def test_lesion_at_the_image_border():
     r = lesion_wise_metrics(ref, pred, (1, 1, 1))
     assert r["LesionWise_Dice"] == pytest.approx(dice(ref, pred))
     assert r["LesionWise_HD95"] == pytest.approx(hd95(ref, pred, definition="brats2023"))
+
+
+def test_dice_only_mode_matches_and_skips_hd95():
+    ref, pred = empty(), empty()
+    ref[5:15, 5:15, 5:15] = True
+    ref[25:30, 25:30, 25:30] = True
+    pred[6:15, 5:15, 5:16] = True
+    pred[34:36, 2:4, 2:4] = True
+    full = lesion_wise_metrics(ref, pred, (1, 1, 1))
+    fast = lesion_wise_metrics(ref, pred, (1, 1, 1), compute_hd95=False)
+    assert np.isnan(fast.pop("LesionWise_HD95")) and not np.isnan(full.pop("LesionWise_HD95"))
+    assert fast == full
