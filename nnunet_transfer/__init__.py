@@ -11,9 +11,9 @@ Example:
 
 from __future__ import annotations
 
-import importlib
 from importlib import metadata
 
+from nnunet_transfer._lazy import lazy_api
 from nnunet_transfer.config import trainer_path
 
 __version__ = "0.1.0"
@@ -69,15 +69,5 @@ _API = {
 }
 
 
-def __getattr__(name: str):
-    module = _API.get(name)
-    if module is None:
-        raise AttributeError(f"module 'nnunet_transfer' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
-
-
-def __dir__():
-    return sorted(list(globals()) + list(_API))
-
-
-__all__ = ["__version__", "trainer_path", *_API]
+__getattr__, __dir__, _names = lazy_api(__name__, _API)
+__all__ = ["__version__", "trainer_path", *_names]

@@ -14,49 +14,38 @@ Example:
 
 from __future__ import annotations
 
-import importlib
+from nnunet_transfer._lazy import lazy_api
 
 _API = {
-    "dice": "metrics",
-    "hd95": "metrics",
-    "surface_distances": "metrics",
-    "binary_metrics": "metrics",
-    "label_map_metrics": "metrics",
-    "bounding_box": "metrics",
-    "structures": "metrics",
-    "LABELS": "metrics",
-    "REGIONS": "metrics",
-    "HD95_DEFINITIONS": "metrics",
-    "EMPTY_PENALTY": "metrics",
-    "border_voxels": "surfaces",
-    "neighbour_codes": "surfaces",
-    "surfel_area_table": "surfaces",
-    "lesion_wise_metrics": "lesionwise",
-    "evaluate_case": "evaluate",
-    "evaluate_folder": "evaluate",
-    "read_label_map": "evaluate",
-    "summarize": "evaluate",
-    "write_json_atomic": "evaluate",
-    "compare_strategies": "compare",
-    "load_strategy": "compare",
-    "build_table": "compare",
-    "to_markdown": "compare",
-    "postprocess_strategy": "compare",
-    "ensemble_folds": "ensemble",
-    "predict_folds": "cross_domain",
-    "target_dataset_name": "cross_domain",
+    "dice": ".metrics",
+    "hd95": ".metrics",
+    "surface_distances": ".metrics",
+    "binary_metrics": ".metrics",
+    "label_map_metrics": ".metrics",
+    "bounding_box": ".metrics",
+    "structures": ".metrics",
+    "LABELS": ".metrics",
+    "REGIONS": ".metrics",
+    "HD95_DEFINITIONS": ".metrics",
+    "EMPTY_PENALTY": ".metrics",
+    "border_voxels": ".surfaces",
+    "neighbour_codes": ".surfaces",
+    "surfel_area_table": ".surfaces",
+    "lesion_wise_metrics": ".lesionwise",
+    "evaluate_case": ".evaluate",
+    "evaluate_folder": ".evaluate",
+    "read_label_map": ".evaluate",
+    "summarize": ".evaluate",
+    "write_json_atomic": ".evaluate",
+    "compare_strategies": ".compare",
+    "load_strategy": ".compare",
+    "build_table": ".compare",
+    "to_markdown": ".compare",
+    "postprocess_strategy": ".compare",
+    "ensemble_folds": ".ensemble",
+    "predict_folds": ".cross_domain",
+    "target_dataset_name": ".cross_domain",
 }
 
 
-def __getattr__(name: str):
-    module = _API.get(name)
-    if module is None:
-        raise AttributeError(f"module 'nnunet_transfer.evaluation' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"nnunet_transfer.evaluation.{module}"), name)
-
-
-def __dir__():
-    return sorted(list(globals()) + list(_API))
-
-
-__all__ = list(_API)
+__getattr__, __dir__, __all__ = lazy_api(__name__, _API)

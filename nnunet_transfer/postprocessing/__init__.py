@@ -15,45 +15,34 @@ Example:
 
 from __future__ import annotations
 
-import importlib
+from nnunet_transfer._lazy import lazy_api
 
 _API = {
-    "Rules": "rules",
-    "apply": "rules",
-    "remove_small_components": "rules",
-    "relabel_et_as_ncr": "rules",
-    "check_label_map": "rules",
-    "STRUCTURES": "rules",
-    "REGIONS": "rules",
-    "read_rules": "io",
-    "read_rules_file": "io",
-    "write_rules": "io",
-    "FILE_NAME": "io",
-    "SCHEMA_VERSION": "io",
-    "Candidates": "tune",
-    "TuningResult": "tune",
-    "METRICS": "tune",
-    "tune": "tune",
-    "tune_folder": "tune",
-    "load_case": "tune",
-    "load_cases": "tune",
-    "CasePair": "sources",
-    "collect_cases": "sources",
-    "reference_folder": "sources",
-    "apply_to_file": "folders",
-    "apply_to_folder": "folders",
+    "Rules": ".rules",
+    "apply": ".rules",
+    "remove_small_components": ".rules",
+    "relabel_et_as_ncr": ".rules",
+    "check_label_map": ".rules",
+    "STRUCTURES": ".rules",
+    "REGIONS": ".rules",
+    "read_rules": ".io",
+    "read_rules_file": ".io",
+    "write_rules": ".io",
+    "FILE_NAME": ".io",
+    "SCHEMA_VERSION": ".io",
+    "Candidates": ".tune",
+    "TuningResult": ".tune",
+    "METRICS": ".tune",
+    "tune": ".tune",
+    "tune_folder": ".tune",
+    "load_case": ".tune",
+    "load_cases": ".tune",
+    "CasePair": ".sources",
+    "collect_cases": ".sources",
+    "reference_folder": ".sources",
+    "apply_to_file": ".folders",
+    "apply_to_folder": ".folders",
 }
 
 
-def __getattr__(name: str):
-    module = _API.get(name)
-    if module is None:
-        raise AttributeError(f"module 'nnunet_transfer.postprocessing' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"nnunet_transfer.postprocessing.{module}"), name)
-
-
-def __dir__():
-    return sorted(list(globals()) + list(_API))
-
-
-__all__ = list(_API)
+__getattr__, __dir__, __all__ = lazy_api(__name__, _API)
