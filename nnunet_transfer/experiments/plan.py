@@ -27,6 +27,16 @@ Layout (see ``plans/brats_ssa_table2.toml`` for a full example)::
     dataset = "target"
     init = "baseline"               # starts from that strategy's fold-all checkpoint
 
+Rows beyond the strategies: ``postprocessing`` (``true``, or strategy and ensemble keys) tunes
+BraTS post-processing on each named row's cross-validation and adds the row "LABEL +
+post-processing"; ``[ensembles.KEY]`` averages members' probabilities fold by fold::
+
+    postprocessing = true           # or ["finetune", "dann"]; postprocessing_metric = "dice"
+
+    [ensembles.dann_finetune]
+    members = ["dann", "finetune"]  # per-fold strategies; they train with --npz
+    label = "DANN + Fine-Tuning"    # default: the members' labels joined by " + "
+
 Strategies train with the plan's ``plans`` (the *default* plans family) unless they name
 another family (``plans = "brainunet"``), derived from a source dataset's plans::
 
@@ -61,6 +71,8 @@ except ModuleNotFoundError:  # Python 3.10
 ROLES = ("source", "target", "combined")  # dataset keys with a meaning; others may be added
 REQUIRED_DATASETS = ("source", "target")
 EVALUATIONS = ("validation", "cross-domain")
+POSTPROCESSING_METRICS = ("lesion-dice", "dice")  # `nnunet-transfer tune-postprocessing --metric`
+POSTPROCESSED_LABEL = "{} + post-processing"  # the comparison's row of a post-processed row (evaluation.compare)
 DERIVATIONS = ("brainunet-plans", "shrink")
 DEFAULT_FAMILY = "default"
 DEFAULT_MODALITIES = ("t1n", "t1c", "t2w", "t2f")  # what `nnunet-transfer convert` keeps by default
@@ -128,6 +140,15 @@ class Strategy:
 
 
 @dataclass(frozen=True)
+class Ensemble:
+    """A row of the comparison averaging per-fold strategies (``nnunet-transfer ensemble-folds``)."""
+
+    key: str
+    label: str
+    members: Tuple[str, ...]              # strategy keys, per fold and evaluated on their validation folds
+
+
+@dataclass(frozen=True)
 class PlansFamily:
     """nnU-Net plans derived from a source dataset's plans, and moved to the datasets trained with them.
 
@@ -172,10 +193,23 @@ class Plan:
     shrink: Dict[str, Any] = field(default_factory=dict)
     env: Dict[str, str] = field(default_factory=dict)
     slurm: Dict[str, Any] = field(default_factory=dict)
+    ensembles: Dict[str, Ensemble] = field(default_factory=dict)
+    postprocessing: Tuple[str, ...] = ()  # strategy and ensemble keys whose rows are also post-processed
+    postprocessing_metric: str = "lesion-dice"
 
     @property
     def source(self) -> DatasetSpec:
         return self.datasets["source"]
+
+    @property
+    def ensemble_members(self) -> Tuple[str, ...]:
+        """Strategies some ensemble averages (their trainings save probabilities: ``--npz``), in plan order."""
+        members = {m for e in self.ensembles.values() for m in e.members}
+        return tuple(k for k in self.strategies if k in members)
+
+    def label_of(self, key: str) -> str:
+        """The comparison label of a strategy or ensemble key."""
+        return self.strategies[key].label if key in self.strategies else self.ensembles[key].label
 
     @property
     def training_plans(self) -> str:
@@ -215,7 +249,9 @@ class Plan:
 
 _TOP_KEYS = {"name", "description", "configuration", "folds", "target_domain", "reference", "plans", "planner",
              "transferred_plans", "split_seed", "device", "num_processes", "datasets", "strategies", "overrides",
-             "slurm", "plans_families", "test_time_mirroring"}
+             "slurm", "plans_families", "test_time_mirroring", "postprocessing", "postprocessing_metric",
+             "ensembles"}
+_ENSEMBLE_KEYS = {"members", "label"}
 _DATASET_KEYS = {"id", "name", "source", "combine", "domain", "n", "seed", "shape", "modalities", "convert_args"}
 _STRATEGY_KEYS = {"trainer", "dataset", "label", "fold", "init", "evaluate", "plans", "env"}
 _FAMILY_KEYS = {"source", "target", "base", "derive", "args", "name", "transferred_name", "shrink"}
@@ -504,6 +540,7 @@ def parse_plan(data: dict, origin: str = "<plan>", path: Optional[Path] = None) 
         if s.label in labels:
             raise r.error(f"{key}.label", f"{s.label!r} is also the label of strategies.{labels[s.label]} "
                                           f"(labels name the rows of the comparison)")
+        _check_label(r, s.label, f"{key}.label")
         labels[s.label] = s.key
         if s.plans not in families:
             raise r.error(f"{key}.plans", f"unknown plans family {s.plans!r} (known: {', '.join(families)})")
@@ -537,6 +574,8 @@ def parse_plan(data: dict, origin: str = "<plan>", path: Optional[Path] = None) 
     reference = r.get(data, "reference", str, "", default=next(iter(strategies)))
     if reference not in strategies:
         raise r.error("reference", f"unknown strategy {reference!r} (known: {', '.join(strategies)})")
+    ensembles = _ensembles(r, r.get(data, "ensembles", dict, "", default={}), strategies)
+    postprocessing = _postprocessing(r, data, strategies, ensembles)
     env = _env_table(r, r.get(overrides, "env", dict, "overrides", default={}), "overrides.env")
     slurm = r.table(r.get(data, "slurm", dict, "", default={}), "slurm")
     r.unknown(slurm, _SLURM_KEYS, "slurm")
@@ -565,7 +604,84 @@ def parse_plan(data: dict, origin: str = "<plan>", path: Optional[Path] = None) 
         shrink=dict(shrink),
         env=env,
         slurm=dict(slurm),
+        ensembles=ensembles,
+        postprocessing=postprocessing,
+        postprocessing_metric=r.get(data, "postprocessing_metric", str, "", default="lesion-dice",
+                                    check=lambda v: v in POSTPROCESSING_METRICS,
+                                    hint=f"one of {', '.join(POSTPROCESSING_METRICS)}"),
     )
+
+
+def _check_label(r: _Reader, label: str, key: str) -> None:
+    if "=" in label or not label.strip() or label != label.strip():
+        raise r.error(key, f"invalid label {label!r}: labels name the rows of the comparison "
+                           f"(compare --strategy LABEL=PATH), so they are not empty, hold no '=' and "
+                           f"neither start nor end with spaces")
+
+
+def _ensembles(r: _Reader, data: dict, strategies: Mapping[str, Strategy]) -> Dict[str, Ensemble]:
+    """``[ensembles.KEY]``: members (per-fold strategies evaluated on their folds) and a label."""
+    labels = {s.label: f"strategies.{s.key}" for s in strategies.values()}
+    ensembles: Dict[str, Ensemble] = {}
+    for key_name, value in data.items():
+        key = f"ensembles.{key_name}"
+        if not _NAME.match(key_name):
+            raise r.error(key, "ensemble names may hold letters, digits, '_', '.', '-' only")
+        if key_name in strategies:
+            raise r.error(key, f"{key_name!r} is also a strategy: ensembles and strategies share one namespace "
+                               f"(--strategies, step names, predictions/<key>)")
+        r.table(value, key)
+        r.unknown(value, _ENSEMBLE_KEYS, key)
+        members = _strings(r, value, "members", key)
+        if "members" not in value:
+            raise r.error(f"{key}.members", "missing (required: the strategies to average, at least two)")
+        if len(members) < 2:
+            raise r.error(f"{key}.members", f"an ensemble needs at least two strategies, got {list(members)}")
+        if len(set(members)) != len(members):
+            raise r.error(f"{key}.members", f"a strategy is named twice: {list(members)}")
+        for member in members:
+            if member not in strategies:
+                raise r.error(f"{key}.members", f"unknown strategy {member!r} (known: {', '.join(strategies)})")
+            s = strategies[member]
+            if not s.per_fold or s.evaluate != "validation":
+                raise r.error(f"{key}.members", f"strategy {member!r} is trained once (fold = \"all\") and "
+                                                f"evaluated cross-domain; an ensemble averages the validation "
+                                                f"probabilities of per-fold trainings")
+        label = r.get(value, "label", str, key, default=" + ".join(strategies[m].label for m in members))
+        _check_label(r, label, f"{key}.label")
+        if label in labels:
+            raise r.error(f"{key}.label", f"{label!r} is also the label of {labels[label]} "
+                                          f"(labels name the rows of the comparison)")
+        labels[label] = key
+        ensembles[key_name] = Ensemble(key=key_name, label=label, members=members)
+    return ensembles
+
+
+def _postprocessing(r: _Reader, data: Mapping, strategies: Mapping[str, Strategy],
+                    ensembles: Mapping[str, Ensemble]) -> Tuple[str, ...]:
+    """``postprocessing``: ``true`` (every strategy and ensemble), ``false``, or a list of their keys."""
+    value = data.get("postprocessing", False)
+    rows = [*strategies, *ensembles]
+    if isinstance(value, bool):
+        chosen = tuple(rows) if value else ()
+    elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+        unknown = [v for v in value if v not in rows]
+        if unknown:
+            known = ", ".join(strategies) + (f"; ensembles: {', '.join(ensembles)}" if ensembles else "")
+            raise r.error("postprocessing", f"unknown strateg{'y' if len(unknown) == 1 else 'ies'} "
+                                            f"{', '.join(map(repr, unknown))} (known: {known})")
+        if len(set(value)) != len(value):
+            raise r.error("postprocessing", f"a strategy is named twice: {value}")
+        chosen = tuple(k for k in rows if k in value)  # in table order
+    else:
+        raise r.error("postprocessing", f"must be true, false or a list of strategy and ensemble keys, got {value!r}")
+    labels = {s.label for s in strategies.values()} | {e.label for e in ensembles.values()}
+    for key in chosen:
+        label = strategies[key].label if key in strategies else ensembles[key].label
+        if POSTPROCESSED_LABEL.format(label) in labels:
+            raise r.error("postprocessing", f"the post-processed row of {key!r}, "
+                                            f"{POSTPROCESSED_LABEL.format(label)!r}, is also the label of a row")
+    return chosen
 
 
 def load_plan(path: Union[str, Path]) -> Plan:
@@ -605,13 +721,18 @@ def expand_source(spec: DatasetSpec, check: bool = True) -> str:
 
 
 def selected_strategies(plan: Plan, names: Optional[List[str]] = None) -> List[Strategy]:
-    """Strategies to run, in plan order, with the ones they start from added."""
+    """Strategies to run, in plan order, with the ones they start from added.
+
+    ``names`` may hold ensemble keys: an ensemble pulls in its members.
+    """
     if not names:
         return list(plan.strategies.values())
-    unknown = [n for n in names if n not in plan.strategies]
+    unknown = [n for n in names if n not in plan.strategies and n not in plan.ensembles]
     if unknown:
+        ensembles = f"; ensembles: {', '.join(plan.ensembles)}" if plan.ensembles else ""
         raise ValueError(f"unknown strateg{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)} "
-                         f"(the plan has: {', '.join(plan.strategies)})")
+                         f"(the plan has: {', '.join(plan.strategies)}{ensembles})")
+    names = [m for n in names for m in (plan.ensembles[n].members if n in plan.ensembles else (n,))]
     wanted = set(names)
     for name in names:
         init = plan.strategies[name].init
@@ -619,3 +740,10 @@ def selected_strategies(plan: Plan, names: Optional[List[str]] = None) -> List[S
             wanted.add(init)
             init = plan.strategies[init].init
     return [s for s in plan.strategies.values() if s.key in wanted]
+
+
+def selected_ensembles(plan: Plan, names: Optional[List[str]] = None) -> List[Ensemble]:
+    """Ensembles to build: all without ``names``, else the ones named (by key), in plan order."""
+    if not names:
+        return list(plan.ensembles.values())
+    return [e for e in plan.ensembles.values() if e.key in names]

@@ -8,7 +8,9 @@
   task training its fold (continuing with ``--c`` from ``checkpoint_latest.pth``) and
   evaluating it; fold-all strategies (the source model) are one job that also predicts the
   target folds when evaluated cross-domain;
-* ``90_compare.sbatch``: the Table-2 comparison;
+* ``90_compare.sbatch``: the Table-2 comparison, after the steps that pool a row's folds
+  (``Step.job == "compare"``: ``ensemble-folds`` and the ensembles' evaluations,
+  ``tune-postprocessing``), in the chain's order (CPU job);
 * ``submit.sh``: ``sbatch --parsable --kill-on-invalid-dep=yes`` of each script with
   ``--dependency=afterok:...`` on the prepare job, on the job of the model a strategy starts
   from (fine-tuning waits for pre-training), and, for the comparison, on every training job;
@@ -220,7 +222,7 @@ def emit_slurm(plan: Plan, steps: Sequence[Step], out_dir: Union[str, Path],
         depends["00_prepare"] = []
     by_strategy: Dict[str, List[Step]] = {}
     for step in steps:
-        if step.strategy is not None:
+        if step.strategy is not None and step.job != "compare":
             by_strategy.setdefault(step.strategy, []).append(step)
     job_of: Dict[str, str] = {}
     for key, strategy_steps in by_strategy.items():
@@ -247,7 +249,7 @@ def emit_slurm(plan: Plan, steps: Sequence[Step], out_dir: Union[str, Path],
         depends[name] = (["00_prepare"] if prepare else [])
         if strategy.init is not None and strategy.init in by_strategy:
             depends[name].append(f"10_{strategy.init}")
-    compare = [s for s in steps if s.stage == "compare"]
+    compare = [s for s in steps if s.stage == "compare" or s.job == "compare"]
     if compare:
         lines = _header(plan, "compare", _resources(plan, options, gpu=False), log_dir, None, compare)
         names.append(_job_name(plan, "compare"))

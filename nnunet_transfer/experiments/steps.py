@@ -14,7 +14,11 @@
 6. ``nnUNetv2_train`` for the fold-all models (the source model), then every strategy per fold
    (``-pretrained_weights .../fold_all/checkpoint_final.pth`` for fine-tuning);
 7. ``nnunet-transfer predict-folds`` for cross-domain strategies (the baseline),
-   ``nnunet-transfer evaluate`` for the others, ``nnunet-transfer compare``.
+   ``nnunet-transfer evaluate`` for the others;
+8. ``nnunet-transfer ensemble-folds`` for the plan's ``[ensembles.*]`` (their members train with
+   ``--npz``) and ``evaluate`` for each of their folds;
+9. ``nnunet-transfer tune-postprocessing`` for the rows the plan's ``postprocessing`` names;
+10. ``nnunet-transfer compare`` (with ``--postprocessing LABEL`` for those rows).
 
 Only what the chosen strategies need is prepared (see :func:`usage`); with a comparison, its
 reference strategy is added to the chosen ones. Each step names the steps it needs
@@ -22,7 +26,8 @@ reference strategy is added to the chosen ones. Each step names the steps it nee
 once (``run --jobs``); the list order is one valid order. Done-checks look at
 the files each step leaves (SLURM scripts ask them through ``Step.done_command``). Training steps resume: with
 ``checkpoint_latest.pth`` but no ``checkpoint_final.pth`` they continue with ``--c``; with a
-final checkpoint but no validation summary they rerun only the validation (``--val``).
+final checkpoint but no validation summary (or, for an ensemble member, without the
+validation's probabilities) they rerun only the validation (``--val``).
 
 Example:
     >>> from nnunet_transfer.experiments.plan import load_plan, shipped_plan
@@ -42,7 +47,8 @@ from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 from nnunet_transfer import config
-from nnunet_transfer.experiments.plan import (DEFAULT_FAMILY, DatasetSpec, Plan, PlansFamily, Strategy, expand_source,
+from nnunet_transfer.experiments.plan import (DEFAULT_FAMILY, POSTPROCESSED_LABEL, DatasetSpec, Ensemble, Plan,
+                                              PlansFamily, Strategy, expand_source, selected_ensembles,
                                               selected_strategies)
 
 logger = logging.getLogger(__name__)
@@ -53,7 +59,8 @@ STAGES = ("prepare", "train", "evaluate", "compare")
 # what a person reads a run's time by (a step's phase follows from its name, see phase_of)
 PHASES = ("data", "planning/preprocessing", "training", "prediction", "evaluation", "comparison")
 _PHASE_OF_HEAD = {"synth": "data", "convert": "data", "combine": "data", "train": "training",
-                  "predict": "prediction", "evaluate": "evaluation", "compare": "comparison"}
+                  "predict": "prediction", "ensemble": "prediction", "evaluate": "evaluation",
+                  "tune": "evaluation", "compare": "comparison"}
 
 
 def phase_of(name: str) -> str:
@@ -97,7 +104,9 @@ class Step:
     done, :data:`NOT_DONE` when not; set by :func:`build_steps` for plans read from a file),
     which SLURM scripts use as each step's guard; ``stage``, ``strategy`` and ``fold`` place
     the step in the job graph; ``after`` names the steps that must finish first (set by
-    :func:`build_steps`; steps not in the run are ignored).
+    :func:`build_steps`; steps not in the run are ignored); ``job`` ``"compare"`` puts the step
+    into the comparison's SLURM job instead of its strategy's (steps that pool the folds of a
+    row: ensembles, their evaluations, post-processing tuning).
     """
 
     name: str
@@ -111,6 +120,7 @@ class Step:
     env: Dict[str, str] = field(default_factory=dict)  # set for this command only (over the plan's)
     after: List[str] = field(default_factory=list)
     done_command: Optional[List[str]] = None
+    job: Optional[str] = None
 
     @property
     def phase(self) -> str:
@@ -220,6 +230,16 @@ class Layout:
 
     def comparison_dir(self) -> Path:
         return self.workdir / "comparison"
+
+    def ensemble_dir(self, ensemble: Ensemble) -> Path:
+        """``WORKDIR/predictions/<ensemble>`` (``ensemble-folds`` output: ``fold_k/validation``)."""
+        return self.workdir / "predictions" / ensemble.key
+
+    def row_dir(self, row: Union[Strategy, Ensemble]) -> Path:
+        """The fold-structured folder of a comparison row: its results folder, predictions or ensemble."""
+        if isinstance(row, Ensemble):
+            return self.ensemble_dir(row)
+        return self.prediction_dir(row) if row.evaluate == "cross-domain" else self.model_dir(row)
 
 
 def _synth_done(folder: Path, spec: DatasetSpec) -> Callable[[], bool]:
@@ -487,11 +507,34 @@ def train_step(layout: Layout, strategy: Strategy, fold: str) -> Step:
     if strategy.init is not None:
         pretrained = layout.model_dir(plan.strategies[strategy.init]) / "fold_all" / "checkpoint_final.pth"
         command += ["-pretrained_weights", str(pretrained)]
+    probabilities = strategy.per_fold and strategy.key in plan.ensemble_members
+    if probabilities:  # an ensemble averages its validation's softmax probabilities
+        command.append("--npz")
     command += ["-device", plan.device]
     training = Training(fold_dir, pretrained, needs_validation=strategy.per_fold)
     markers = [training.final] + ([training.summary] if training.needs_validation else [])
-    return Step(f"train-{strategy.key}-fold_{fold}", command, _all_files(*markers), stage="train",
+    done = _all_files(*markers)
+    if probabilities:
+        done = _and(done, _probabilities_done(training.summary.parent))
+    return Step(f"train-{strategy.key}-fold_{fold}", command, done, stage="train",
                 strategy=strategy.key, fold=fold, markers=markers, training=training, env=dict(strategy.env))
+
+
+def _and(*checks: Callable[[], bool]) -> Callable[[], bool]:
+    return lambda: all(check() for check in checks)
+
+
+def _probabilities_done(validation: Path) -> Callable[[], bool]:
+    """Every validation prediction has its ``.npz`` probabilities and ``.pkl`` properties (``--npz``)."""
+    def done() -> bool:
+        try:
+            ending = json.loads((validation.parent.parent / "dataset.json").read_text()).get("file_ending", ".nii.gz")
+        except (OSError, ValueError, AttributeError):
+            ending = ".nii.gz"
+        cases = [p.name[: -len(ending)] for p in validation.glob(f"*{ending}")]
+        return bool(cases) and all((validation / f"{c}.npz").is_file() and (validation / f"{c}.pkl").is_file()
+                                   for c in cases)
+    return done
 
 
 def check_predictions_owner(layout: Layout, strategy: Strategy) -> None:
@@ -539,27 +582,134 @@ def evaluation_steps(layout: Layout, strategy: Strategy, folds: Sequence[int]) -
     return steps
 
 
-def compare_step(layout: Layout, strategies: Sequence[Strategy], folds: Sequence[int]) -> Step:
+def references(layout: Layout, row: Union[Strategy, Ensemble], steps: Sequence[Step] = ()) -> Path:
+    """The reference label maps of a row's validation cases.
+
+    ``$nnUNet_preprocessed/DatasetXXX/gt_segmentations`` of the dataset whose cases the row
+    predicts (a strategy's own, the family target of a cross-domain one, an ensemble's first
+    member's); for a cross-domain row whose target ``steps`` do not preprocess, that dataset's
+    ``labelsTr`` (of which ``gt_segmentations`` is nnU-Net's copy, and which ``predict-folds``
+    then evaluates against).
+    """
+    plan = layout.plan
+    if isinstance(row, Ensemble):
+        return layout.pre_dir(plan.datasets[plan.strategies[row.members[0]].dataset]) / "gt_segmentations"
+    if row.evaluate != "cross-domain":
+        return layout.pre_dir(plan.datasets[row.dataset]) / "gt_segmentations"
+    target = plan.datasets[plan.family(row).target]
+    if any(s.command[:1] == ["nnUNetv2_preprocess"] and _option(s.command, "-d") == str(target.id) for s in steps):
+        return layout.pre_dir(target) / "gt_segmentations"
+    return layout.raw_dir(target) / "labelsTr"
+
+
+def ensemble_steps(layout: Layout, ensemble: Ensemble, folds: Sequence[int]) -> List[Step]:
+    """``ensemble-<key>`` (``nnunet-transfer ensemble-folds``) and ``evaluate-<key>-fold_<k>`` per fold.
+
+    The ensemble is done when ``ensemble.json`` records these members and folds and is newer
+    than every member's validation probabilities (what ``ensemble-folds`` itself checks before
+    redoing it, so the two agree). The steps run in the comparison's SLURM job (``job``).
+    """
+    plan = layout.plan
+    members = [plan.strategies[m] for m in ensemble.members]
+    dirs = [layout.model_dir(m) for m in members]
+    out = layout.ensemble_dir(ensemble)
+    marker = out / "ensemble.json"
+    names = [str(f) for f in folds]
+
+    def inputs() -> List[Path]:
+        found = []
+        for folder in dirs:
+            for fold in names:
+                found += (folder / f"fold_{fold}" / "validation").glob("*.npz")
+        return found
+
+    newer = _newer_than(marker, inputs)
+
+    def done() -> bool:
+        try:
+            recorded = json.loads(marker.read_text())
+            same = ([Path(m).resolve() for m in recorded["members"]] == [d.resolve() for d in dirs]
+                    and [str(f) for f in recorded["folds"]] == names)
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        return same and newer()
+
+    step = Step(f"ensemble-{ensemble.key}", [
+        CLI, "ensemble-folds", *map(str, dirs), "-o", str(out), "-f", *names, "-np", str(plan.num_processes)],
+        done, stage="evaluate", strategy=ensemble.key, markers=[marker], job="compare",
+        after=[f"train-{m.key}-fold_{f}" for m in members for f in names])
+    steps = [step]
+    gt = references(layout, ensemble)
+    for fold in names:
+        validation = out / f"fold_{fold}" / "validation"
+        summary = validation / "summary_brats.json"
+        steps.append(Step(f"evaluate-{ensemble.key}-fold_{fold}", [
+            CLI, "evaluate", str(gt), str(validation), "-o", str(summary)], _all_files(summary), stage="evaluate",
+            strategy=ensemble.key, fold=fold, markers=[summary], job="compare", after=[step.name]))
+    return steps
+
+
+def tune_step(layout: Layout, row: Union[Strategy, Ensemble], folds: Sequence[int], labels: Path,
+              after: Sequence[str] = ()) -> Step:
+    """``tune-postprocessing-<key>``: BraTS post-processing rules tuned on the row's pooled folds.
+
+    Done when ``DIR/brats_postprocessing.json`` is newer than every ``DIR/fold_k/validation/summary*.json``
+    and records the run's folds and the plan's metric. Runs in the comparison's SLURM job.
+    """
+    plan = layout.plan
+    folder = layout.row_dir(row)
+    rules = folder / "brats_postprocessing.json"
+    names = [str(f) for f in folds]
+
+    def inputs() -> List[Path]:
+        return [p for f in names for p in (folder / f"fold_{f}" / "validation").glob("summary*.json")]
+
+    newer = _newer_than(rules, inputs)
+
+    def done() -> bool:
+        try:
+            tuning = json.loads(rules.read_text())["tuning"]
+            same = sorted(map(str, tuning["folds"]), key=int) == sorted(names, key=int) and \
+                tuning.get("metric") == plan.postprocessing_metric
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return False
+        return same and newer()
+
+    return Step(f"tune-postprocessing-{row.key}", [
+        CLI, "tune-postprocessing", str(folder), "-f", *names, "--metric", plan.postprocessing_metric,
+        "-np", str(plan.num_processes), "--labels", str(labels)], done, stage="evaluate", strategy=row.key,
+        markers=[rules], job="compare", after=list(after))
+
+
+def compare_step(layout: Layout, strategies: Sequence[Strategy], folds: Sequence[int],
+                 ensembles: Sequence[Ensemble] = ()) -> Step:
     plan = layout.plan
     reference = plan.strategies[plan.reference] if plan.reference else strategies[0]
     if reference not in strategies:  # the chosen strategies' predictions were checked by evaluation_steps
         if reference.evaluate == "cross-domain":
             check_predictions_owner(layout, reference)
         strategies = [reference, *strategies]
+    rows: List[Union[Strategy, Ensemble]] = [*strategies, *ensembles]
+    postprocessed = [r for r in rows if r.key in plan.postprocessing]
     command = [CLI, "compare"]
-    for s in strategies:
-        path = layout.prediction_dir(s) if s.evaluate == "cross-domain" else layout.model_dir(s)
-        command += ["--strategy", f"{s.label}={path}"]
+    for row in rows:
+        command += ["--strategy", f"{row.label}={layout.row_dir(row)}"]
+    for row in postprocessed:  # the row "LABEL + post-processing" after LABEL's
+        command += ["--postprocessing", row.label]
     out = layout.comparison_dir()
-    command += ["--reference", reference.label, "-o", str(out), "--folds", *map(str, folds)]
+    command += ["--reference", reference.label, "-o", str(out)]
+    if postprocessed:  # compare applies the rules and evaluates the post-processed folds itself
+        command += ["-np", str(plan.num_processes)]
+    command += ["--folds", *map(str, folds)]
 
     def inputs() -> List[Path]:
         names = ("summary.json", "summary_brats.json")
-        return [layout.validation_dir(s, str(f)) / n for s in strategies for f in folds for n in names]
+        return ([layout.row_dir(r) / f"fold_{f}" / "validation" / n for r in rows for f in folds for n in names]
+                + [layout.row_dir(r) / "brats_postprocessing.json" for r in postprocessed])
 
     table = out / "table2.md"
     newer = _newer_than(table, inputs)
-    labels = sorted(s.label for s in strategies)
+    labels = sorted([r.label for r in rows] + [POSTPROCESSED_LABEL.format(r.label) for r in postprocessed])
 
     def done() -> bool:  # and of the same rows: a comparison of another selection is redone
         if not newer():
@@ -578,7 +728,10 @@ def build_steps(plan: Plan, workdir: Union[str, Path], folds: Optional[Sequence[
 
     Strategies that selected ones start from (``init``) are included; the comparison is
     built when more than one strategy is selected, and then its reference strategy (and what
-    that starts from) is included too. Each step's ``after`` names the steps it needs.
+    that starts from) is included too. ``strategies`` may name ensembles (their members are
+    included); without ``strategies`` every ensemble is built, with them the ones named. Rows
+    named by the plan's ``postprocessing`` get a tuning step. Each step's ``after`` names the
+    steps it needs.
     """
     layout = layout or Layout.from_env(plan, workdir)
     given_folds = None if folds is None else [int(f) for f in folds]
@@ -587,14 +740,21 @@ def build_steps(plan: Plan, workdir: Union[str, Path], folds: Optional[Sequence[
     if bad:
         raise ValueError(f"fold(s) {', '.join(map(str, bad))} out of range: the plan has {plan.folds} folds (0..{plan.folds - 1})")
     chosen = _chosen(plan, list(strategies) if strategies else None)
+    ensembles = selected_ensembles(plan, list(strategies) if strategies else None)
     steps = data_steps(layout, chosen) + planning_steps(layout, chosen)
     # fold-all models first (fine-tuning starts from them), then per-fold trainings by strategy
     steps += [train_step(layout, s, "all") for s in chosen if not s.per_fold]
     steps += [train_step(layout, s, str(f)) for s in chosen if s.per_fold for f in folds]
     for s in chosen:
         steps += evaluation_steps(layout, s, folds)
+    for e in ensembles:
+        steps += ensemble_steps(layout, e, folds)
+    for row in [*chosen, *ensembles]:
+        if row.key in plan.postprocessing:  # after every step of the row: its folds' predictions and summaries
+            made = [s.name for s in steps if s.strategy == row.key]
+            steps.append(tune_step(layout, row, folds, references(layout, row, steps), after=made))
     if len(chosen) > 1:
-        steps.append(compare_step(layout, chosen, folds))
+        steps.append(compare_step(layout, chosen, folds, ensembles))
     names = [s.name for s in steps]
     assert len(names) == len(set(names)), "step names must be unique"
     _link(layout, steps)
@@ -612,13 +772,20 @@ def _chosen(plan: Plan, names: Optional[List[str]]) -> List[Strategy]:
     reference = plan.reference or chosen[0].key
     if len(chosen) > 1 and reference not in {s.key for s in chosen}:
         chosen = selected_strategies(plan, [*names, reference])
+    expanded = list(dict.fromkeys(m for n in names for m in (plan.ensembles[n].members if n in plan.ensembles
+                                                              else (n,))))
     added = [s.key for s in chosen if s.key not in names]
     for key in added:
-        users = [n for n in names if _starts_from(plan, n, key)]
-        why = (f"{', '.join(users)} start{'s' if len(users) == 1 else ''} from it" if users
-               else "the comparison's reference")
-        if users and key == reference and len(chosen) > 1:
-            why += "; the comparison's reference"
+        whys = []
+        ensembles = [n for n in names if n in plan.ensembles and key in plan.ensembles[n].members]
+        if ensembles:
+            whys.append(f"a member of ensemble{'s' if len(ensembles) > 1 else ''} {', '.join(ensembles)}")
+        users = [n for n in expanded if _starts_from(plan, n, key)]
+        if users:
+            whys.append(f"{', '.join(users)} start{'s' if len(users) == 1 else ''} from it")
+        if not whys or key == reference and len(chosen) > 1:
+            whys.append("the comparison's reference")
+        why = "; ".join(whys)
         logger.info("added strategy %s: %s", key, why)
     return chosen
 
@@ -638,8 +805,9 @@ def _link(layout: Layout, steps: Sequence[Step]) -> None:
     A step needs the steps that write the files it reads: a training its plans file (planned,
     derived or transferred), its preprocessed data, its splits (per-fold trainings) and the
     checkpoint it starts from; a prediction the model, the target's raw data, splits and
-    ground truth; an evaluation its training; the comparison every prediction and evaluation.
-    The same facts (``init``, the stages) order the SLURM jobs.
+    ground truth; an evaluation its training; the comparison every prediction and evaluation
+    (ensembles and post-processing tunings included: they are of the evaluate stage and set
+    their own ``after``). The same facts (``init``, the stages) order the SLURM jobs.
     """
     plan = layout.plan
     writers: Dict[Path, str] = {}

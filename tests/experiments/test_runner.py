@@ -520,8 +520,14 @@ def test_dependencies_come_before_their_steps_and_follow_the_job_graph(nnunet_en
                 assert "splits" in step.after
             if s.init:  # as the SLURM jobs: fine-tuning waits for its pre-training
                 assert f"train-{s.init}-fold_all" in step.after
-        if step.stage == "evaluate":
+        if step.stage == "evaluate" and s is not None and step.fold is not None:  # a strategy's fold
             assert any(by_name[n].training is not None for n in step.after), step.name
+        elif step.stage == "evaluate":  # ensembles, their folds, post-processing tuning: after trainings
+            assert any(by_name[n].training is not None for n in step.after) or any(
+                needs(step, n) for n in by_name if by_name[n].training is not None), step.name
+            assert step.job == "compare", step.name
+        if step.name.startswith("tune-postprocessing-"):  # after every step of its row
+            assert set(step.after) == {t.name for t in steps if t.strategy == step.strategy} - {step.name}
     assert set(by_name["compare"].after) == {s.name for s in steps if s.stage == "evaluate"}
     assert splits is None or needs(splits, "plan-target") or needs(splits, "plan-target_3ch")
 

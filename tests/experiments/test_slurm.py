@@ -341,3 +341,35 @@ def test_submit_refuses_while_jobs_of_the_plan_are_queued(nnunet_env, tmp_path):
     proc = subprocess.run(["bash", str(tmp_path / "jobs" / "submit.sh"), "--frce"], capture_output=True, text=True,
                           env=_env(tmp_path, bin_dir))
     assert proc.returncode == 2 and "usage" in proc.stderr
+
+
+def test_ensemble_and_tuning_steps_run_in_the_compare_job(table2, tmp_path):
+    """ensemble-folds, the ensemble's evaluations and tune-postprocessing: in 90_compare, before compare."""
+    steps = build_steps(table2, tmp_path / "work", folds=[0, 1], strategies=["dann_finetune"])
+    names = [p.name for p in emit_slurm(table2, steps, tmp_path / "jobs")]
+    assert names == ["00_prepare.sbatch", "10_baseline.sbatch", "10_finetune.sbatch", "10_dann.sbatch",
+                     "90_compare.sbatch", "submit.sh"]
+    dann = (tmp_path / "jobs" / "10_dann.sbatch").read_text()
+    assert "#SBATCH --array=0-1" in dann and "tune-postprocessing" not in dann and "ensemble-folds" not in dann
+    # the members save probabilities, also when only the validation is redone
+    assert re.search(r"^    elif \[ -f \S+/fold_0/checkpoint_final\.pth \]; then nnUNetv2_train 233 3d_fullres 0 "
+                     r"-tr nnUNetTrainerDANN_PaperRecipe -p nnUNetPlans_from231 --npz -device cuda --val$", dann, re.M)
+    compare = (tmp_path / "jobs" / "90_compare.sbatch").read_text()
+    assert "--gres" not in compare
+    guarded = re.findall(r"^# (\S+)$", compare, re.M)
+    assert guarded == ["ensemble-dann_finetune", "evaluate-dann_finetune-fold_0", "evaluate-dann_finetune-fold_1",
+                       "tune-postprocessing-baseline", "tune-postprocessing-finetune", "tune-postprocessing-dann",
+                       "tune-postprocessing-dann_finetune", "compare"]
+    assert "--step-done tune-postprocessing-dann_finetune; then" in compare
+    deps = dict(re.findall(r"^(job_\w+)=\$\(submit (.*?)\S+\.sbatch\)$", (tmp_path / "jobs" / "submit.sh").read_text(),
+                           re.M))
+    assert deps["job_90_compare"] == ("--dependency=afterok:$job_00_prepare:$job_10_baseline:$job_10_finetune:"
+                                      "$job_10_dann ")
+    # run with the stand-ins: the compare job ensembles, evaluates, tunes, then compares
+    lines = _submit(tmp_path, _stand_ins(tmp_path))
+    jobs = [line.split()[3] for line in lines if line.startswith("# job")]
+    assert jobs == ["00_prepare.sbatch", "10_baseline.sbatch", "10_finetune.sbatch", "10_finetune.sbatch",
+                    "10_dann.sbatch", "10_dann.sbatch", "90_compare.sbatch"]
+    tail = [line.split()[:2] for line in lines[lines.index(next(l for l in lines if "90_compare" in l)) + 1:]]
+    assert tail == [["nnunet-transfer", "ensemble-folds"]] + [["nnunet-transfer", "evaluate"]] * 2 + [
+        ["nnunet-transfer", "tune-postprocessing"]] * 4 + [["nnunet-transfer", "compare"]]

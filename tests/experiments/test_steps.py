@@ -48,15 +48,19 @@ def test_dry_run_table2_order_and_arguments(table2, tmp_path, nnunet_env):
     # the paper's six and the balanced-batch row, then BrainUNet pre-training and fine-tuning
     assert len(trains) == 1 + 6 * 10 + 1 + 10
     for fold in range(10):
-        for trainer in ("nnUNetTrainerFineTune_PaperRecipe", "nnUNetTrainerFineTuneFrozenDecoder_PaperRecipe"):
+        # the ensemble's members (DANN, fine-tuning) save their validation probabilities: --npz
+        for trainer, npz in (("nnUNetTrainerFineTune_PaperRecipe", " --npz"),
+                             ("nnUNetTrainerFineTuneFrozenDecoder_PaperRecipe", "")):
             assert (f"nnUNetv2_train 232 3d_fullres {fold} -tr {trainer} -p nnUNetPlans_from231 "
-                    f"-pretrained_weights {checkpoint} -device cuda") in lines
-        for trainer in ("nnUNetTrainerMixedDomainUniform_PaperRecipe", "nnUNetTrainerMixedDomain_PaperRecipe",
-                        "nnUNetTrainerDANN_PaperRecipe", "nnUNetTrainerDANNNoGRL_PaperRecipe"):
-            assert f"nnUNetv2_train 233 3d_fullres {fold} -tr {trainer} -p nnUNetPlans_from231 -device cuda" in lines
+                    f"-pretrained_weights {checkpoint}{npz} -device cuda") in lines
+        for trainer, npz in (("nnUNetTrainerMixedDomainUniform_PaperRecipe", ""),
+                             ("nnUNetTrainerMixedDomain_PaperRecipe", ""), ("nnUNetTrainerDANN_PaperRecipe", " --npz"),
+                             ("nnUNetTrainerDANNNoGRL_PaperRecipe", "")):
+            assert f"nnUNetv2_train 233 3d_fullres {fold} -tr {trainer} -p nnUNetPlans_from231{npz} -device cuda" in lines
         assert any(line.startswith(f"nnunet-transfer predict-folds {checkpoint.rsplit('/fold_all', 1)[0]} 232 -o ")
                    and f" -f {fold} --model-folds all" in line for line in lines)
-    assert sum(line.startswith("nnunet-transfer evaluate ") for line in lines) == 6 * 10 + 10
+    assert sum(line.endswith("--npz -device cuda") for line in trains) == 20
+    assert sum(line.startswith("nnunet-transfer evaluate ") for line in lines) == 6 * 10 + 10 + 10  # + the ensemble
     assert lines[-1].startswith("nnunet-transfer compare --strategy Baseline=")
     assert "--strategy 'BrainUNet Fine-Tuning=" in lines[-1]
     assert ("--strategy 'Combined (balanced batches)=" f"{nnunet_env['nnUNet_results']}/Dataset233_BraTS23GLISSA/"

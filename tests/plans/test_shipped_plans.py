@@ -83,3 +83,14 @@ def test_the_nnunet_recipe_plan_is_table2_with_the_plain_trainers():
         paper.folds, paper.split_seed, paper.plans, paper.target_plans)
 
 
+
+
+@pytest.mark.parametrize("name", ["brats_ssa_table2", "brats_ssa_table2_nnunet_recipe"])
+def test_table2_plans_post_process_every_row_and_ensemble_dann_with_fine_tuning(name):
+    plan = load_plan(name)
+    ensemble = plan.ensembles["dann_finetune"]
+    assert (ensemble.members, ensemble.label) == (("dann", "finetune"), "DANN + Fine-Tuning")
+    assert list(plan.ensembles) == ["dann_finetune"]
+    assert plan.postprocessing == (*plan.strategies, "dann_finetune")  # postprocessing = true
+    assert plan.postprocessing_metric == "lesion-dice"
+    assert plan.ensemble_members == ("finetune", "dann")
