@@ -2,7 +2,8 @@
 
 - ``segment(cases, model, out_dir, options)``: raw case folders (any layout ``convert``
   reads) -> BraTS label files, through nnU-Net's own predictor, in-process;
-- ``SegmentOptions``: device, folds, checkpoint, mirroring, post-processing, label style;
+- ``SegmentOptions``: device, folds, checkpoint, mirroring, post-processing, label style, and the
+  network's engine on the CPU (torch, openvino, onnxruntime: ``engines``) and threads;
 - ``Segmenter``: one model and predictor for many cases (what ``segment`` uses);
 - ``export_bundle(model, "bundle.zip")`` / ``opened_bundle("bundle.zip")``: a model folder as one
   zip that ``segment`` reads and ``nnUNetv2_install_pretrained_model_from_zip`` installs;

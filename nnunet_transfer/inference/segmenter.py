@@ -68,6 +68,11 @@ class SegmentOptions:
         style: BraTS label convention, ``"2023"`` (also ``"2024"``: ET=3) or ``"2021"`` (ET=4).
         save_probabilities: also write ``<case>.npz`` (``probabilities``, nnU-Net's class
             order) and ``<case>.pkl``, as ``nnUNetv2_predict --save_probabilities`` does.
+        engine: what runs the network: ``"torch"`` (nnU-Net's own), or on the CPU ``"openvino"``
+            or ``"onnxruntime"`` (optional packages; see :mod:`nnunet_transfer.inference.engines`).
+            nnU-Net's predictor does the rest (sliding window, mirroring, folds) either way.
+        threads: CPU threads for the network (torch's ``set_num_threads``, process-wide, and the
+            engine's); default: torch's default, the number of cores.
 
     >>> SegmentOptions(device="cpu", folds=[0, 1], style="2021").style
     '2021'
@@ -82,6 +87,8 @@ class SegmentOptions:
     postprocessing: bool = True
     style: str = "2023"
     save_probabilities: bool = False
+    engine: str = "torch"
+    threads: Optional[int] = None
 
     def __post_init__(self) -> None:
         self.style = str(self.style)
@@ -91,6 +98,15 @@ class SegmentOptions:
             raise ValueError(f"unknown device {self.device!r}; use one of {', '.join(DEVICES)}")
         if not 0 < float(self.step_size) <= 1:
             raise ValueError(f"step_size must be in (0, 1], got {self.step_size}")
+        if self.threads is not None and int(self.threads) < 1:
+            raise ValueError(f"threads must be at least 1, got {self.threads}")
+        if self.engine != "torch":  # unknown engine: ValueError; its packages missing: EngineMissingError
+            from nnunet_transfer.inference.engines import check_engine
+
+            check_engine(self.engine)
+            if self.device not in ("auto", "cpu"):
+                raise ValueError(f"engine {self.engine} runs the network on the CPU; use device cpu (or engine torch "
+                                 f"for {self.device})")
 
 
 @dataclass
@@ -105,6 +121,8 @@ class SegmentReport:
     seconds: Dict[str, float] = field(default_factory=dict)
     postprocessing: List[str] = field(default_factory=list)
     setup_seconds: float = 0.0
+    engine: str = "torch"
+    export_seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -119,7 +137,9 @@ class SegmentReport:
         per_case = f", {self.seconds_per_case:.1f} s per case" if self.seconds else ""
         lines = [f"segmented {len(self.written)} case(s), refused {len(self.refused)}{per_case} -> {self.out_dir}"]
         if self.model:
-            lines.append(f"model {self.model} on {self.device}, loaded in {self.setup_seconds:.1f} s; "
+            engine = "" if self.engine == "torch" else f" with {self.engine}"
+            export = f" (network export {self.export_seconds:.1f} s)" if self.export_seconds else ""
+            lines.append(f"model {self.model} on {self.device}{engine}, loaded in {self.setup_seconds:.1f} s{export}; "
                          f"post-processing: {', '.join(self.postprocessing) or 'none'}")
         for case_id, problems in self.refused.items():
             lines.append(f"refused {case_id}: " + "; ".join(problems))
@@ -215,6 +235,7 @@ class Segmenter:
         self._stack = contextlib.ExitStack()
         self._predictor = None
         self.setup_seconds = 0.0
+        self.export_seconds = 0.0
         try:
             folder = self.source
             if is_bundle(folder):
@@ -247,7 +268,12 @@ class Segmenter:
             start = time.perf_counter()
             from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-            device = _torch_device(self.options.device)
+            engine = self.options.engine
+            device = _torch_device("cpu" if engine != "torch" else self.options.device)
+            if self.options.threads:
+                import torch
+
+                torch.set_num_threads(int(self.options.threads))
             with _nnunet_output():
                 predictor = nnUNetPredictor(
                     tile_step_size=float(self.options.step_size), use_gaussian=True,
@@ -261,9 +287,22 @@ class Segmenter:
             if previous is not None:
                 raise ValueError(f"{self.model.folder.name} is a cascade stage that needs the segmentations of "
                                  f"{previous}; segment supports single-stage models (e.g. 3d_fullres)")
+            if engine != "torch":  # nnU-Net's predictor as it is, its network run by the engine (each fold exported now)
+                from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+
+                from nnunet_transfer.inference.engines import ExportedNetwork
+
+                channels = determine_num_input_channels(predictor.plans_manager, predictor.configuration_manager,
+                                                        predictor.dataset_json)
+                network = ExportedNetwork(predictor.network, engine, self.options.threads)
+                network.prepare(predictor.list_of_parameters,
+                                (1, channels, *predictor.configuration_manager.patch_size))
+                predictor.network = network
+                self.export_seconds = network.export_seconds
             self._predictor = predictor
             self.setup_seconds = time.perf_counter() - start
-            logger.info("loaded %s on %s in %.1f s", self.model.describe(), device, self.setup_seconds)
+            logger.info("loaded %s on %s (engine %s) in %.1f s", self.model.describe(), device, engine,
+                        self.setup_seconds)
         return self._predictor
 
     @property
@@ -351,6 +390,7 @@ def segment(cases: Union[PathLike, Sequence[PathLike]], model: PathLike, out_dir
         segmenter.load()
         report.model, report.device = segmenter.model.describe(), segmenter.device
         report.setup_seconds, report.postprocessing = segmenter.setup_seconds, segmenter.postprocessing
+        report.engine, report.export_seconds = options.engine, segmenter.export_seconds
         out_dir.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=".segment-tmp-", dir=out_dir))
         try:
