@@ -5,6 +5,11 @@ their ``domains`` maps. Inputs must agree on channels, labels (and region order)
 ending, and intensity clipping at conversion (``intensity_clipping``: a model must see the same
 preprocessing for every domain), and no case id may appear twice.
 
+Labels are compared without nnU-Net's ignore entry: the combined dataset has the ignore
+label when any input has one (unlabelled training cases, see ``convert --unlabelled``), and
+lists the union of the inputs' ``"unlabelled"`` cases. Their ignore-only label files are
+linked or copied like every other label file.
+
 Example:
     >>> combine_datasets([231, 232], 233, "BraTS23GLI_SSA")  # doctest: +SKIP
     PosixPath('/data/nnUNet_raw/Dataset233_BraTS23GLI_SSA')
@@ -23,6 +28,8 @@ from tqdm import tqdm
 from nnunet_transfer import config
 from nnunet_transfer.dataset_conversion import folders
 from nnunet_transfer.dataset_conversion.domains import read_domains
+from nnunet_transfer.dataset_conversion.labels import (IGNORE_KEY, UNLABELLED_KEY, ignore_value, unlabelled_cases,
+                                                       without_ignore)
 
 logger = logging.getLogger(__name__)
 
@@ -55,12 +62,32 @@ def combine_datasets(dataset_ids: Sequence[int], dataset_id: int, name: str, lin
     first = jsons[0]
     for source, data in zip(sources[1:], jsons[1:]):
         for key in _MUST_AGREE:
-            if first.get(key) != data.get(key):
+            mine, theirs = first.get(key), data.get(key)
+            if key == "labels" and isinstance(mine, dict) and isinstance(theirs, dict):
+                mine, theirs = without_ignore(mine), without_ignore(theirs)
+            if mine != theirs:
                 hint = " (--clip-percentiles)" if key == "intensity_clipping" else ""
                 raise ValueError(f"cannot combine {sources[0].name} and {source.name}: their {key} differ "
                                  f"({first.get(key)!r} vs {data.get(key)!r}); convert them with the same "
                                  f"options{hint}")
     file_ending = first["file_ending"]
+    ignores = {s.name: ignore_value(d.get("labels") or {}) for s, d in zip(sources, jsons)}
+    ignores = {k: v for k, v in ignores.items() if v is not None}
+    if len(set(ignores.values())) > 1:
+        raise ValueError(f"cannot combine datasets whose ignore labels differ "
+                         f"({', '.join(f'{k}: {v}' for k, v in ignores.items())}); convert them with the same options")
+    unlabelled: List[str] = []
+    for source, data in zip(sources, jsons):
+        listed = unlabelled_cases(data)
+        training = folders.list_cases(source / "imagesTr", file_ending)
+        stray = [c for c in listed if c not in training]
+        if stray:
+            raise ValueError(f"{source.name}: dataset.json lists unlabelled case(s) that are not training cases in "
+                             f"imagesTr: {', '.join(stray[:10])}; fix its \"{UNLABELLED_KEY}\" list or convert it again")
+        if listed and source.name not in ignores:
+            raise ValueError(f"{source.name}: dataset.json lists unlabelled cases but its labels have no "
+                             f"\"{IGNORE_KEY}\" entry; convert it again with --unlabelled")
+        unlabelled.extend(listed)
 
     owner: Dict[str, str] = {}
     collisions: List[str] = []
@@ -98,10 +125,14 @@ def combine_datasets(dataset_ids: Sequence[int], dataset_id: int, name: str, lin
         if num_training == len(plan):
             (tmp / "imagesTs").rmdir()
         data = {key: first[key] for key in _MUST_AGREE if key in first}
+        if ignores:
+            data["labels"] = {**without_ignore(first["labels"]), IGNORE_KEY: next(iter(ignores.values()))}
         data.update({"numTraining": num_training, "name": name,
                      "description": f"combination of {', '.join(s.name for s in sources)} by nnunet-transfer combine",
                      "domains": dict(sorted(domains.items())),
                      "combined_from": [s.name for s in sources], "linked": bool(link)})
+        if unlabelled:
+            data[UNLABELLED_KEY] = sorted(unlabelled)
         folders.write_json(tmp / "dataset.json", data)
         folders.publish(tmp, target)
     finally:

@@ -3,7 +3,10 @@
 One convention for every BraTS release, so that domains can be combined: channels
 0000=T1 (t1n), 0001=T1Gd (t1c), 0002=T2 (t2w), 0003=FLAIR (t2f) (or the ``modalities``
 subset in the given order); labels NCR=1, ED=2, ET=3 written as uint8 with the first
-image's geometry (BraTS 2021's 4 becomes 3). Cases without a ``seg`` file go to imagesTs.
+image's geometry (BraTS 2021's 4 becomes 3). Cases without a ``seg`` file go to imagesTs,
+or, with ``unlabelled=True`` (or the ids of ``unlabelled_list``), become unlabelled training
+cases: imagesTr, a label file holding only nnU-Net's ignore label, dataset.json ``labels``
+with ``"ignore"`` and ``"unlabelled"`` listing them (see :mod:`~nnunet_transfer.dataset_conversion.labels`).
 With ``clip_percentiles`` every image (training and test) is clipped to its own percentiles
 inside the brain and written as float32 (see :mod:`~nnunet_transfer.dataset_conversion.intensity`).
 
@@ -26,7 +29,7 @@ import shutil
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import AbstractSet, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -39,6 +42,7 @@ from nnunet_transfer.dataset_conversion.checks import (Defect, DefectiveCasesErr
                                                         may_be_blank, read_header, read_voxels)
 from nnunet_transfer.dataset_conversion.domains import domain_of
 from nnunet_transfer.dataset_conversion.intensity import check_percentiles, clip_to_percentiles, clipping_record
+from nnunet_transfer.dataset_conversion.labels import IGNORE_KEY, UNLABELLED_KEY, with_ignore_label
 from nnunet_transfer.dataset_conversion.layouts import (CHANNEL_NAMES, ENDINGS, Layout, SourceCase,
                                                          canonical_modalities, discover)
 
@@ -79,6 +83,7 @@ class _WriteJob:
     link: bool
     full_check: bool
     clip: Optional[Tuple[float, float]] = None
+    ignore_value: Optional[int] = None  # set for an unlabelled training case: its label file holds only this
 
 
 def _check_headers(args: Tuple[SourceCase, List[str]]) -> _Checked:
@@ -202,6 +207,10 @@ def _write_case(job: _WriteJob) -> Tuple[str, List[Defect]]:
             _place(case.seg, target, job.link)
         else:
             _write(reference.apply_to(sitk.GetImageFromArray(labels)), target, job.file_ending)
+    elif job.ignore_value is not None:
+        ignore = np.full(reference.size[::-1], job.ignore_value, dtype=np.uint8)
+        _write(reference.apply_to(sitk.GetImageFromArray(ignore)), job.labels_dir / f"{case.case_id}{job.file_ending}",
+               job.file_ending)
     return case.case_id, []
 
 
@@ -234,11 +243,22 @@ def convert_case_images(case: SourceCase, modalities: Sequence[str], images_dir:
 
 
 def dataset_json(modalities: Sequence[str], regions: bool, num_training: int, file_ending: str,
-                 domains: Dict[str, str], name: str, **extra) -> dict:
-    """The dataset.json of a converted BraTS dataset (label- or region-based)."""
+                 domains: Dict[str, str], name: str, unlabelled: Sequence[str] = (), **extra) -> dict:
+    """The dataset.json of a converted BraTS dataset (label- or region-based).
+
+    With ``unlabelled`` case ids, ``labels`` gets nnU-Net's ignore label and ``"unlabelled"``
+    lists them (sorted); ``num_training`` counts them as well.
+
+    >>> data = dataset_json(["t1n"], False, 3, ".nii.gz", {}, "X", unlabelled=["b", "a"])
+    >>> data["labels"]["ignore"], data["unlabelled"]
+    (4, ['a', 'b'])
+    >>> "unlabelled" in dataset_json(["t1n"], True, 3, ".nii.gz", {}, "X")
+    False
+    """
+    labels = dict(REGION_LABELS if regions else LABELS)
     data = {
         "channel_names": {str(i): CHANNEL_NAMES[m] for i, m in enumerate(modalities)},
-        "labels": dict(REGION_LABELS if regions else LABELS),
+        "labels": with_ignore_label(labels) if unlabelled else labels,
         "numTraining": int(num_training),
         "file_ending": file_ending,
         "name": name,
@@ -247,6 +267,8 @@ def dataset_json(modalities: Sequence[str], regions: bool, num_training: int, fi
         "licence": "see the BraTS data use agreement",
         "domains": dict(sorted(domains.items())),
     }
+    if unlabelled:
+        data[UNLABELLED_KEY] = sorted(unlabelled)
     if regions:
         data["regions_class_order"] = list(REGIONS_CLASS_ORDER)
     data.update(extra)
@@ -255,8 +277,12 @@ def dataset_json(modalities: Sequence[str], regions: bool, num_training: int, fi
 
 def _convert(source: Path, cases: List[SourceCase], layout: Layout, chosen: List[str], regions: bool,
              domain: Optional[str], link: bool, skip_bad: bool, full_check: bool, name: str, target: Path,
-             pool, clip: Optional[Tuple[float, float]] = None) -> Tuple[int, List[str], Dict[str, List[str]]]:
-    """Check every case, write the good ones into a temporary folder, publish it; see ``convert_brats``."""
+             pool, clip: Optional[Tuple[float, float]] = None,
+             unlabelled: AbstractSet[str] = frozenset()) -> Tuple[int, List[str], Dict[str, List[str]]]:
+    """Check every case, write the good ones into a temporary folder, publish it; see ``convert_brats``.
+
+    ``unlabelled``: ids of cases without a segmentation that become unlabelled training cases.
+    """
     defects: List[Defect] = []
     checked: List[_Checked] = []
     for result in imap(_check_headers, [(c, chosen) for c in cases], pool, desc="checking"):
@@ -274,8 +300,11 @@ def _convert(source: Path, cases: List[SourceCase], layout: Layout, chosen: List
         dirs = {"imagesTr": tmp / "imagesTr", "labelsTr": tmp / "labelsTr", "imagesTs": tmp / "imagesTs"}
         for path in dirs.values():
             path.mkdir()
-        jobs = [_WriteJob(c, chosen, layout.label_map, dirs["imagesTr" if c.case.labeled else "imagesTs"],
-                          dirs["labelsTr"], file_ending, link, full_check, clip) for c in checked]
+        ignore = with_ignore_label(REGION_LABELS if regions else LABELS)[IGNORE_KEY]
+        training = {c.case.case_id for c in checked if c.case.labeled} | set(unlabelled)
+        jobs = [_WriteJob(c, chosen, layout.label_map, dirs["imagesTr" if c.case.case_id in training else "imagesTs"],
+                          dirs["labelsTr"], file_ending, link, full_check, clip,
+                          ignore if c.case.case_id in unlabelled else None) for c in checked]
         written: List[str] = []
         for case_id, case_defects in imap(_write_case, jobs, pool, desc=f"converting {target.name}"):
             if case_defects:
@@ -289,10 +318,18 @@ def _convert(source: Path, cases: List[SourceCase], layout: Layout, chosen: List
                 raise DefectiveCasesError(defects, "No case was left to convert")
             raise ValueError(f"no case of {source} could be converted")
         labeled = {c.case.case_id for c in checked if c.case.labeled}
-        num_training = len(labeled.intersection(written))
+        unlabelled_written = sorted(set(unlabelled).intersection(written))
+        num_training = len(training.intersection(written))
         if num_training == 0:
             raise ValueError(f"{source} has no case with a segmentation ({layout.file_stem('<case>', layout.seg_suffix)}"
-                             f".nii.gz); nnU-Net needs training cases")
+                             f".nii.gz); nnU-Net needs training cases (--unlabelled makes the cases without one "
+                             f"unlabelled training cases)")
+        if unlabelled_written:
+            logger.info("%d case(s) without a segmentation became unlabelled training cases (label files of ignore "
+                        "label %d only)", len(unlabelled_written), ignore)
+            if not labeled.intersection(written):
+                logger.warning("%s: every training case is unlabelled; combine this dataset with a labelled one to "
+                               "train on it", target.name)
         if len(written) > num_training:
             logger.info("%d case(s) without a segmentation went to imagesTs", len(written) - num_training)
         else:
@@ -309,7 +346,7 @@ def _convert(source: Path, cases: List[SourceCase], layout: Layout, chosen: List
         if clip is not None:
             extra["intensity_clipping"] = clipping_record(clip)
         folders.write_json(tmp / "dataset.json", dataset_json(chosen, regions, num_training, file_ending, domains,
-                                                              name, **extra))
+                                                              name, unlabelled=unlabelled_written, **extra))
         folders.publish(tmp, target)
     finally:
         if tmp.exists():
@@ -320,7 +357,8 @@ def _convert(source: Path, cases: List[SourceCase], layout: Layout, chosen: List
 def convert_brats(source: Path, dataset_id: int, name: str, modalities: Optional[Sequence[str]] = None,
                   regions: bool = False, domain: Optional[str] = None, link: bool = False, skip_bad: bool = False,
                   num_processes: int = 1, full_check: bool = False,
-                  clip_percentiles: Optional[Tuple[float, float]] = None) -> Path:
+                  clip_percentiles: Optional[Tuple[float, float]] = None, unlabelled: bool = False,
+                  unlabelled_list: Optional[Union[str, Path]] = None) -> Path:
     """Convert the BraTS folder ``source`` into ``$nnUNet_raw/DatasetXXX_Name`` and return that folder.
 
     ``modalities`` picks and orders channels (t1n, t1c, t2w, t2f; BraTS 2021 names work
@@ -336,6 +374,14 @@ def convert_brats(source: Path, dataset_id: int, name: str, modalities: Optional
     ``intensity_clipping``. Clipped images are new files, so ``link`` cannot be combined
     with it (ValueError).
 
+    ``unlabelled=True`` makes every case without a segmentation an unlabelled *training*
+    case (imagesTr, a uint8 label file holding only nnU-Net's ignore label with the first
+    image's geometry, dataset.json ``labels`` with ``"ignore": 4`` and ``"unlabelled"``
+    listing them; ``numTraining`` counts them). ``unlabelled_list`` (a file of case ids, one
+    a line, ``#`` comments) does so for the listed cases only; the others without a
+    segmentation still go to imagesTs. A listed id that is not a case of ``source`` or that
+    has a segmentation is a ValueError naming it and the file.
+
     Raises DefectiveCasesError (a ValueError) naming each bad case, file and defect.
     """
     source = Path(source)
@@ -348,14 +394,69 @@ def convert_brats(source: Path, dataset_id: int, name: str, modalities: Optional
     raw = config.nnunet_raw()
     target = raw / folder_name
     folders.check_free(raw, dataset_id, folder_name)
+    if unlabelled and unlabelled_list is not None:
+        raise ValueError("give unlabelled=True (--unlabelled: every case without a segmentation) or unlabelled_list "
+                         "(--unlabelled-list FILE: the listed cases only), not both")
+    listed = read_case_list(unlabelled_list) if unlabelled_list is not None else None
     layout, cases = discover(source, chosen)
+    chosen_unlabelled = select_unlabelled(source, layout, cases, unlabelled, listed, unlabelled_list)
 
     with workers(num_processes, len(cases)) as pool:
         num_training, written, skipped = _convert(
-            source, cases, layout, chosen, regions, domain, link, skip_bad, full_check, name, target, pool, clip)
-    logger.info("wrote %s: %d training and %d test case(s), %d skipped", target, num_training,
-                len(written) - num_training, len(skipped))
+            source, cases, layout, chosen, regions, domain, link, skip_bad, full_check, name, target, pool, clip,
+            chosen_unlabelled)
+    logger.info("wrote %s: %d training (%d unlabelled) and %d test case(s), %d skipped", target, num_training,
+                len(chosen_unlabelled.intersection(written)), len(written) - num_training, len(skipped))
     return target
+
+
+def read_case_list(path: Union[str, Path]) -> List[str]:
+    """The case ids of a list file: one a line, ``#`` starts a comment, blank lines are skipped.
+
+    Raises FileNotFoundError for a missing file and ValueError for a line with several
+    words or a file without any id.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"case list {path} does not exist (--unlabelled-list takes a file of case ids, "
+                                f"one a line)")
+    ids: List[str] = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        words = line.split("#", 1)[0].split()
+        if len(words) > 1:
+            raise ValueError(f"{path}, line {number}: {line.strip()!r} holds {len(words)} words; give one case id "
+                             f"a line ('#' starts a comment)")
+        if words and words[0] not in ids:
+            ids.append(words[0])
+    if not ids:
+        raise ValueError(f"{path} lists no case id; give one case id a line ('#' starts a comment)")
+    return ids
+
+
+def select_unlabelled(source: Path, layout: Layout, cases: Sequence[SourceCase], every: bool,
+                      listed: Optional[Sequence[str]], list_file: Optional[Union[str, Path]] = None) -> Set[str]:
+    """The ids of the cases to convert as unlabelled training cases.
+
+    ``every``: all cases without a segmentation; ``listed``: those ids, each of which must
+    be a case of ``source`` without a segmentation (ValueError naming the bad ones and
+    ``list_file`` otherwise).
+    """
+    if every:
+        return {c.case_id for c in cases if not c.labeled}
+    if listed is None:
+        return set()
+    by_id = {c.case_id: c for c in cases}
+    unknown = [c for c in listed if c not in by_id]
+    labelled = [c for c in listed if c in by_id and by_id[c].labeled]
+    problems = []
+    if unknown:
+        problems.append(f"not a case of {source}: {', '.join(unknown)}")
+    if labelled:
+        problems.append("has a segmentation: " + ", ".join(f"{c} ({by_id[c].seg.name})" for c in labelled))
+    if problems:
+        raise ValueError(f"--unlabelled-list {list_file}: " + "; ".join(problems) + ". List only case folders of "
+                         f"{source} without a {layout.file_stem('<case>', layout.seg_suffix)} file")
+    return set(listed)
 
 
 if __name__ == "__main__":  # python dataset_conversion/convert.py SOURCE -d ID -n NAME (same as `nnunet-transfer convert`)

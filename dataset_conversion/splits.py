@@ -4,6 +4,9 @@ k folds are drawn over the target-domain training cases only (nnU-Net's own
 ``generate_crossval_split``: sorted ids, scikit-learn ``KFold`` with the seed); every
 source-domain case is added to every fold's training list. Giving the SSA-only and the
 GLI+SSA datasets together therefore validates all strategies on exactly the same SSA cases.
+Unlabelled training cases (dataset.json ``"unlabelled"``, see ``convert --unlabelled``) are
+never validated: the folds are drawn over the *labelled* target cases and every unlabelled
+case is appended to every fold's training list (with every case labelled, nothing changes).
 ``splits_final.json`` lands in each dataset's ``$nnUNet_preprocessed`` folder, where
 ``nnUNetv2_train`` picks it up.
 
@@ -22,6 +25,7 @@ from typing import Dict, List, Sequence, Union
 from nnunet_transfer import config
 from nnunet_transfer.dataset_conversion import folders
 from nnunet_transfer.dataset_conversion.domains import read_domains
+from nnunet_transfer.dataset_conversion.labels import UNLABELLED_KEY, unlabelled_cases
 
 logger = logging.getLogger(__name__)
 
@@ -59,9 +63,10 @@ def write_target_splits(dataset_ids: Sequence[Union[int, str]], target_domain: s
                         seed: int = 12345) -> List[Dict[str, List[str]]]:
     """Write ``splits_final.json`` into each dataset's preprocessed folder; return the target folds.
 
-    The returned list holds, per fold, the target-domain ``train`` and ``val`` cases shared
-    by every dataset; each written file also has the dataset's other-domain cases in
-    every ``train`` list. All datasets must hold the same target-domain cases.
+    The returned list holds, per fold, the labelled target-domain ``train`` and ``val`` cases
+    shared by every dataset; each written file also has the dataset's other-domain cases and
+    then its unlabelled target cases in every ``train`` list. All datasets must hold the same
+    labelled target-domain cases, and at least one.
     """
     if not dataset_ids:
         raise ValueError("give at least one dataset")
@@ -71,26 +76,53 @@ def write_target_splits(dataset_ids: Sequence[Union[int, str]], target_domain: s
     for dataset in dataset_ids:
         folder = folders.require_raw_dataset(raw, dataset)
         domains = training_domains(folder)
+        unlabelled = set(unlabelled_cases(folders.load_dataset_json(folder)))
+        stray = sorted(unlabelled - set(domains))
+        if stray:
+            raise ValueError(f"{folder.name}: dataset.json lists unlabelled case(s) that are not training cases in "
+                             f"imagesTr: {', '.join(stray[:10])}; fix its \"{UNLABELLED_KEY}\" list or convert it "
+                             f"again")
         target = sorted(c for c, d in domains.items() if d == target_domain)
         if not target:
             found = ", ".join(sorted(set(domains.values())))
             raise ValueError(f"{folder.name} has no training case of domain {target_domain!r} (domains: {found})")
-        per_dataset.append((folder, target, sorted(c for c, d in domains.items() if d != target_domain)))
-    reference_folder, reference_target, _ = per_dataset[0]
-    for folder, target, _ in per_dataset[1:]:
+        labelled = [c for c in target if c not in unlabelled]
+        if not labelled:
+            raise ValueError(f"{folder.name}: all {len(target)} {target_domain} training case(s) are unlabelled "
+                             f"(dataset.json \"{UNLABELLED_KEY}\"), so they cannot be cross-validated. Fix: label "
+                             f"some of them (convert again with --unlabelled-list naming only the cases to leave "
+                             f"unlabelled), or validate on another dataset holding labelled {target_domain} cases")
+        per_dataset.append((folder, labelled, sorted(c for c, d in domains.items() if d != target_domain),
+                            [c for c in target if c in unlabelled]))
+    any_unlabelled = any(extra for *_, extra in per_dataset)
+    kind = f"labelled {target_domain}" if any_unlabelled else target_domain
+    reference_folder, reference_target, _, reference_unlabelled = per_dataset[0]
+    for folder, target, _, target_unlabelled in per_dataset[1:]:
         if target != reference_target:
             only_here = sorted(set(target) - set(reference_target))
             only_there = sorted(set(reference_target) - set(target))
-            raise ValueError(f"{folder.name} and {reference_folder.name} hold different {target_domain} cases "
+            unlabelled_there = sorted(set(only_here) & set(reference_unlabelled))
+            unlabelled_here = sorted(set(only_there) & set(target_unlabelled))
+            detail = "".join(f"; labelled in {a} but unlabelled in {b}: {cases[:3]}" for a, b, cases in (
+                (folder.name, reference_folder.name, unlabelled_there),
+                (reference_folder.name, folder.name, unlabelled_here)) if cases)
+            raise ValueError(f"{folder.name} and {reference_folder.name} hold different {kind} cases "
                              f"({len(target)} vs {len(reference_target)}; e.g. only in {folder.name}: "
-                             f"{only_here[:3]}, only in {reference_folder.name}: {only_there[:3]}); the folds "
+                             f"{only_here[:3]}, only in {reference_folder.name}: {only_there[:3]}{detail}); the folds "
                              f"could not be identical")
-    shared = target_folds(reference_target, folds, seed)
-    for folder, _, others in per_dataset:
-        splits = [{"train": fold["train"] + others, "val": list(fold["val"])} for fold in shared]
+    try:
+        shared = target_folds(reference_target, folds, seed)
+    except ValueError as exc:
+        if not any_unlabelled:
+            raise
+        raise ValueError(f"{exc} (only labelled {target_domain} cases are validated; unlabelled ones do not "
+                         f"count)") from None
+    for folder, _, others, target_unlabelled in per_dataset:
+        splits = [{"train": fold["train"] + others + target_unlabelled, "val": list(fold["val"])} for fold in shared]
         out_dir = preprocessed / folder.name
         out_dir.mkdir(parents=True, exist_ok=True)
         folders.write_json(out_dir / "splits_final.json", splits)
-        logger.info("wrote %s: %d folds over %d %s case(s), %d other case(s) always in train",
-                    out_dir / "splits_final.json", folds, len(reference_target), target_domain, len(others))
+        logger.info("wrote %s: %d folds over %d %s case(s), %d other case(s) and %d unlabelled %s case(s) always in "
+                    "train", out_dir / "splits_final.json", folds, len(reference_target), kind, len(others),
+                    len(target_unlabelled), target_domain)
     return shared

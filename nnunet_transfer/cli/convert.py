@@ -4,6 +4,12 @@ Recognises BraTS 2023/2024 folders (BraTS-GLI-00000-000/BraTS-GLI-00000-000-t1n.
 also SSA, PED, MEN, MET) and BraTS 2021 folders (BraTS2021_00000/..._t1ce.nii.gz).
 Channels 0000=T1 (t1n), 0001=T1Gd (t1c), 0002=T2 (t2w), 0003=FLAIR (t2f); labels
 NCR=1, ED=2, ET=3 (2021's 4 becomes 3). Cases without a segmentation go to imagesTs.
+
+--unlabelled makes every case without a segmentation an unlabelled training case instead
+(imagesTr, a label file of nnU-Net's ignore label only; dataset.json gets "ignore": 4 in its
+labels and lists the cases under "unlabelled"); --unlabelled-list FILE does so for the case
+ids in FILE only (one a line, '#' comments). Folds from `nnunet-transfer splits` never
+validate unlabelled cases and train on them in every fold.
 Every case is checked first; a defective case stops the conversion (nothing is written)
 unless --skip-bad is given.
 
@@ -16,6 +22,8 @@ Examples:
   nnunet-transfer convert /data/ASNR-MICCAI-BraTS2023-GLI-Challenge-TrainingData -d 231 -n BraTS23GLI -np 8
   nnunet-transfer convert /data/BraTS2023-SSA-TrainingData_V2 -d 232 -n BraTS23SSA --modalities t2f t1c t2w
   nnunet-transfer convert /data/BraTS2023-SSA-TrainingData_V2 -d 242 -n BraTS23SSAclip --clip-percentiles 0.5 99.5
+  nnunet-transfer convert /data/hospital -d 250 -n HospitalUDA --unlabelled
+  nnunet-transfer convert /data/hospital -d 251 -n HospitalSemi --unlabelled-list to_adapt_on.txt
 """
 
 from __future__ import annotations
@@ -36,6 +44,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clip-percentiles", nargs=2, type=float, metavar=("LOW", "HIGH"), default=None,
                         help="clip each image to its own LOW/HIGH percentiles inside the brain (nonzero voxels) and "
                              "write float32, e.g. 0.5 99.5 for BrainUNet (not with --link)")
+    unlabelled = parser.add_mutually_exclusive_group()
+    unlabelled.add_argument("--unlabelled", action="store_true",
+                            help="every case without a segmentation becomes an unlabelled training case (label file "
+                                 "of nnU-Net's ignore label only) instead of a test case")
+    unlabelled.add_argument("--unlabelled-list", metavar="FILE", default=None,
+                            help="only the case ids in FILE (one a line, '#' comments) become unlabelled training "
+                                 "cases; each must be a case without a segmentation")
     parser.add_argument("--skip-bad", action="store_true", help="convert the good cases and list the defective ones")
     parser.add_argument("--full-check", action="store_true",
                         help="also decompress integer images to prove them readable (slower)")
@@ -51,13 +66,16 @@ def run(args: argparse.Namespace) -> int:
     target = convert_brats(Path(args.source), args.dataset_id, args.name, modalities=args.modalities,
                            regions=args.regions, domain=args.domain, link=args.link, skip_bad=args.skip_bad,
                            num_processes=args.num_processes, full_check=args.full_check,
-                           clip_percentiles=tuple(args.clip_percentiles) if args.clip_percentiles else None)
+                           clip_percentiles=tuple(args.clip_percentiles) if args.clip_percentiles else None,
+                           unlabelled=args.unlabelled, unlabelled_list=args.unlabelled_list)
     data = json.loads((target / "dataset.json").read_text())
     counts = {}
     for domain in data["domains"].values():
         counts[domain] = counts.get(domain, 0) + 1
     total = len(data["domains"])
-    print(f"{target}: {data['numTraining']} training, {total - data['numTraining']} test case(s); domains "
+    unlabelled = len(data.get("unlabelled", []))
+    print(f"{target}: {data['numTraining']} training" + (f" ({unlabelled} unlabelled)" if unlabelled else "")
+          + f", {total - data['numTraining']} test case(s); domains "
           + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
     clipping = data.get("intensity_clipping")
     if clipping:

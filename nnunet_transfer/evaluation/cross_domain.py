@@ -118,7 +118,9 @@ def predict_folds(source_model_dir: PathLike, target_dataset: Union[int, str],
     if n_model != n_target:
         raise ValueError(f"The source model {source_model_dir} expects {n_model} input channels but {name} has "
                          f"{n_target}.")
-    if model_json.get("labels") != target_json.get("labels"):
+    from nnunet_transfer.dataset_conversion.labels import without_ignore
+
+    if without_ignore(model_json.get("labels") or {}) != without_ignore(target_json.get("labels") or {}):
         logger.warning("source labels %s differ from target labels %s", model_json.get("labels"),
                        target_json.get("labels"))
     ending = target_json.get("file_ending", ".nii.gz")

@@ -92,9 +92,11 @@ def ensemble_folds(members: Sequence[PathLike], out_dir: PathLike,
         for name in ("dataset.json", "plans.json"):
             if not (member / name).is_file():
                 raise FileNotFoundError(f"{member} is not an nnU-Net results folder: {name} is missing.")
+    from nnunet_transfer.dataset_conversion.labels import without_ignore
+
     labels = [json.loads((m / "dataset.json").read_text()).get("labels") for m in members]
     for member, member_labels in zip(members[1:], labels[1:]):
-        if member_labels != labels[0]:
+        if without_ignore(member_labels or {}) != without_ignore(labels[0] or {}):  # ignore: no output channel
             raise ValueError(f"{member} has labels {member_labels} but {members[0]} has {labels[0]}; "
                              f"only models of the same label set can be ensembled.")
     files = [_member_files(m, folds) for m in members]

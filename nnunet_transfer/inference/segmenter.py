@@ -39,6 +39,7 @@ from tqdm import tqdm
 from nnunet_transfer import config
 from nnunet_transfer.dataset_conversion.checks import DefectiveCasesError, convert_labels
 from nnunet_transfer.dataset_conversion.convert import convert_case_images
+from nnunet_transfer.dataset_conversion.labels import without_ignore
 from nnunet_transfer.dataset_conversion.layouts import SourceCase
 from nnunet_transfer.dataset_conversion.to_brats import STYLES
 from nnunet_transfer.inference.bundle import is_bundle, opened_bundle
@@ -174,7 +175,7 @@ def _torch_device(name: str):
 def _check_labels(model: Model) -> None:
     """Refuse models whose segmentations are not BraTS labels 0-3 (the styles map those)."""
     data = model.dataset_json
-    labels = data.get("labels") or {}
+    labels = without_ignore(data.get("labels") or {})  # nnU-Net's ignore label is never predicted
     values = set()
     for value in labels.values():
         values.update(value if isinstance(value, (list, tuple)) else [value])

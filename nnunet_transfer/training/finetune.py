@@ -8,6 +8,7 @@ from typing import List, Optional
 import torch
 from batchgenerators.utilities.file_and_folder_operations import isfile
 
+from nnunet_transfer.dataset_conversion.labels import without_ignore
 from nnunet_transfer.training.checkpoints import tensor_digest
 from nnunet_transfer.training.freezing import SEGMENTATION_HEAD, freeze_parameters, part_parameter_names, unwrap
 
@@ -81,7 +82,9 @@ class FineTuneMixin:
             raise FileNotFoundError(f"-pretrained_weights {self.pretrained_weights_file}: no such file")
         self._pretrained = torch.load(self.pretrained_weights_file, map_location="cpu", weights_only=False)
         source_labels = self._pretrained.get("init_args", {}).get("dataset_json", {}).get("labels")
-        same = source_labels == self.dataset_json.get("labels")
+        here = self.dataset_json.get("labels")
+        # nnU-Net's ignore label (unlabelled cases) adds no output channel: the head fits without it
+        same = source_labels is not None and here is not None and without_ignore(source_labels) == without_ignore(here)
         self.segmentation_head_from_pretrained = bool(self.keep_segmentation_head and same)
         self._head_reason = ("label sets match" if same else
                              f"label sets differ (pretrained {source_labels}, here {self.dataset_json.get('labels')})")

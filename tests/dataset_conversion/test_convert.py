@@ -298,3 +298,150 @@ def test_converted_dataset_passes_nnunet_integrity_check(gli_folder, ssa_folder,
         verify_dataset_integrity(str(out), num_processes=1)
     printed = capsys.readouterr().out
     assert "Error" not in printed and "WARNING" not in printed
+
+
+UNLABELLED = ["BraTS-SSA-00050-000", "BraTS-SSA-00051-000", "BraTS-SSA-00052-000"]
+
+
+@pytest.fixture
+def semi_folder(tmp_path):
+    """Two annotated SSA cases and three without a segmentation."""
+    source = make_brats(tmp_path / "semi", ssa_ids(2))
+    for i, case in enumerate(UNLABELLED):
+        make_case(source, case, labeled=False, seed=50 + i)
+    return source
+
+
+@pytest.mark.parametrize("regions", [False, True])
+def test_unlabelled_cases_become_training_cases_with_ignore_only_labels(semi_folder, nnunet_env, regions):
+    from nnunetv2.utilities.label_handling.label_handling import LabelManager
+
+    plain = convert_brats(semi_folder, 240, "SSAplain", regions=regions)
+    out = convert_brats(semi_folder, 241, "SSAsemi", regions=regions, unlabelled=True)
+    assert not (out / "imagesTs").exists()
+    training = sorted(ssa_ids(2) + UNLABELLED)
+    assert sorted(p.name for p in (out / "labelsTr").iterdir()) == [f"{c}.nii.gz" for c in training]
+    assert len(list((out / "imagesTr").iterdir())) == 4 * len(training)
+    for case in UNLABELLED:
+        image, _ = read(out / "imagesTr" / f"{case}_0000.nii.gz")
+        label, values = read(out / "labelsTr" / f"{case}.nii.gz")
+        assert label.GetPixelID() == sitk.sitkUInt8 and values.shape == SHAPE and np.all(values == 4)
+        assert label.GetOrigin() == image.GetOrigin() == ORIGIN and label.GetDirection() == DIRECTION
+        assert label.GetSpacing() == image.GetSpacing()
+        for channel in range(4):  # the images are the same files as in the plain conversion's imagesTs
+            assert (out / "imagesTr" / f"{case}_{channel:04d}.nii.gz").read_bytes() == \
+                (plain / "imagesTs" / f"{case}_{channel:04d}.nii.gz").read_bytes()
+    for case in ssa_ids(2):  # annotated cases are untouched
+        assert read(out / "labelsTr" / f"{case}.nii.gz")[1].tolist() == read(plain / "labelsTr" / f"{case}.nii.gz")[1].tolist()
+    data, before = (json.loads((d / "dataset.json").read_text()) for d in (out, plain))
+    assert data["labels"] == {**before["labels"], "ignore": 4} and "ignore" not in before["labels"]
+    assert data["unlabelled"] == UNLABELLED and "unlabelled" not in before
+    assert data["numTraining"] == 5 and before["numTraining"] == 2
+    assert data["domains"] == before["domains"]
+    manager = LabelManager(data["labels"], regions_class_order=data.get("regions_class_order"))
+    assert manager.ignore_label == 4 and manager.has_regions == regions
+
+
+def test_unlabelled_list_picks_cases_and_leaves_the_rest_in_imagesTs(semi_folder, tmp_path, nnunet_env):
+    listing = tmp_path / "adapt.txt"
+    listing.write_text(f"# cases to adapt on\n{UNLABELLED[2]}\n\n  {UNLABELLED[0]}  # first scanner\n{UNLABELLED[0]}\n")
+    out = convert_brats(semi_folder, 242, "SSAlist", unlabelled_list=listing)
+    data = json.loads((out / "dataset.json").read_text())
+    assert data["unlabelled"] == [UNLABELLED[0], UNLABELLED[2]] and data["numTraining"] == 4
+    assert np.all(read(out / "labelsTr" / f"{UNLABELLED[2]}.nii.gz")[1] == 4)
+    assert sorted(p.name for p in (out / "imagesTs").iterdir()) == [f"{UNLABELLED[1]}_{c:04d}.nii.gz" for c in range(4)]
+    assert not (out / "labelsTr" / f"{UNLABELLED[1]}.nii.gz").exists()
+
+
+def test_unlabelled_list_errors_name_the_case_and_the_file(semi_folder, tmp_path, nnunet_env):
+    listing = tmp_path / "adapt.txt"
+    listing.write_text(f"{UNLABELLED[0]}\nBraTS-SSA-00999-000\nBraTS-SSA-00001-000\n")
+    with pytest.raises(ValueError) as info:
+        convert_brats(semi_folder, 243, "X", unlabelled_list=listing)
+    text = str(info.value)
+    assert str(listing) in text and f"not a case of {semi_folder}: BraTS-SSA-00999-000" in text
+    assert "has a segmentation: BraTS-SSA-00001-000 (BraTS-SSA-00001-000-seg.nii.gz)" in text
+    listing.write_text("# nothing yet\n\n")
+    with pytest.raises(ValueError, match=f"{listing} lists no case id"):
+        convert_brats(semi_folder, 243, "X", unlabelled_list=listing)
+    listing.write_text(f"{UNLABELLED[0]} {UNLABELLED[1]}\n")
+    with pytest.raises(ValueError, match=f"{listing}, line 1: .* holds 2 words; give one case id a line"):
+        convert_brats(semi_folder, 243, "X", unlabelled_list=listing)
+    with pytest.raises(FileNotFoundError, match="case list .*missing.txt does not exist"):
+        convert_brats(semi_folder, 243, "X", unlabelled_list=tmp_path / "missing.txt")
+    with pytest.raises(ValueError, match="not both"):
+        convert_brats(semi_folder, 243, "X", unlabelled=True, unlabelled_list=listing)
+    assert os.listdir(nnunet_env["nnUNet_raw"]) == []
+
+
+def test_unlabelled_changes_nothing_when_every_case_is_labelled(ssa_folder, nnunet_env):
+    out = convert_brats(ssa_folder, 232, "BraTS23SSA")
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert convert_brats(ssa_folder, 232, "BraTS23SSA", unlabelled=True) == out
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    data = json.loads((out / "dataset.json").read_text())
+    assert "ignore" not in data["labels"] and "unlabelled" not in data
+
+
+def test_only_unlabelled_cases_make_a_dataset_for_combining(tmp_path, nnunet_env, caplog):
+    source = tmp_path / "hospital"
+    for i, case in enumerate(UNLABELLED):
+        make_case(source, case, labeled=False, seed=i)
+    with pytest.raises(ValueError, match="no case with a segmentation.*--unlabelled"):
+        convert_brats(source, 244, "Hospital")
+    out = convert_brats(source, 244, "Hospital", unlabelled=True)
+    assert json.loads((out / "dataset.json").read_text())["numTraining"] == 3
+    assert "every training case is unlabelled" in caplog.text
+
+
+def test_convert_cli_unlabelled_flags(semi_folder, tmp_path, nnunet_env, capsys, caplog):
+    from nnunet_transfer.cli import main
+
+    assert main(["convert", str(semi_folder), "-d", "245", "-n", "Semi", "--unlabelled"]) == 0
+    assert "5 training (3 unlabelled), 0 test case(s)" in capsys.readouterr().out
+    listing = tmp_path / "list.txt"
+    listing.write_text("BraTS-SSA-00000-000\n")
+    assert main(["convert", str(semi_folder), "-d", "246", "-n", "Semi2", "--unlabelled-list", str(listing)]) == 1
+    assert "has a segmentation: BraTS-SSA-00000-000" in caplog.text and "Traceback" not in caplog.text
+    with pytest.raises(SystemExit):
+        main(["convert", str(semi_folder), "-d", "246", "-n", "Semi2", "--unlabelled", "--unlabelled-list", "x"])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_unlabelled_dataset_passes_nnunet_plan_and_preprocess(tmp_path, nnunet_env):
+    """Stock nnUNetv2_plan_and_preprocess --verify_dataset_integrity on label- and region-based datasets."""
+    import sys
+    from pathlib import Path
+
+    from nnunet_transfer.synth import write_brats_cases
+    from tests.conftest import cli, run_cmd
+
+    source = tmp_path / "synth"
+    cases = write_brats_cases(source, domain="SSA", n=4, shape=(32, 32, 24))
+    for folder in cases[2:]:
+        (folder / f"{folder.name}-seg.nii.gz").unlink()
+    unlabelled = [f.name for f in cases[2:]]
+    run_cmd(cli("convert", str(source), "-d", "250", "-n", "SemiSSA", "--unlabelled"), env=nnunet_env)
+    run_cmd(cli("convert", str(source), "-d", "251", "-n", "SemiSSAregions", "--regions", "--unlabelled"),
+            env=nnunet_env)
+    for dataset in (250, 251):  # the tests' small fingerprint sample; plan_and_preprocess keeps an existing one
+        run_cmd([sys.executable, "-c", "from nnunet_transfer.planning import extract_fingerprint; "
+                 f"extract_fingerprint({dataset}, foreground_voxels=1e4)"], env=nnunet_env)
+    done = run_cmd(["nnUNetv2_plan_and_preprocess", "-d", "250", "251", "--verify_dataset_integrity",
+                    "-c", "3d_fullres", "-np", "1", "-npfp", "1"], env=nnunet_env)
+    assert done.stdout.count("verify_dataset_integrity Done") == 2
+    assert "Error" not in done.stdout and "Warning" not in done.stdout
+    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+
+    pre = Path(nnunet_env["nnUNet_preprocessed"])
+    for name in ("Dataset250_SemiSSA", "Dataset251_SemiSSAregions"):
+        data = json.loads((pre / name / "dataset.json").read_text())
+        assert data["labels"]["ignore"] == 4 and data["unlabelled"] == unlabelled and data["numTraining"] == 4
+        folder = str(pre / name / "nnUNetPlans_3d_fullres")
+        preprocessed = infer_dataset_class(folder)(folder)
+        assert sorted(preprocessed.identifiers) == sorted(f.name for f in cases)
+        for case in unlabelled:
+            assert np.all(read(pre / name / "gt_segmentations" / f"{case}.nii.gz")[1] == 4)
+            _, seg, _, _ = preprocessed.load_case(case)
+            assert np.unique(np.asarray(seg)).tolist() == [4]  # every voxel ignored by nnU-Net's losses

@@ -6,7 +6,7 @@ import pytest
 
 from nnunet_transfer.dataset_conversion import combine_datasets, convert_brats, write_target_splits
 from nnunet_transfer.dataset_conversion.splits import target_folds
-from tests.dataset_conversion.conftest import gli_ids, make_brats, ssa_ids
+from tests.dataset_conversion.conftest import gli_ids, make_brats, make_case, ssa_ids
 
 
 @pytest.fixture
@@ -68,3 +68,54 @@ def test_different_target_sets_are_refused(tmp_path, datasets):
     convert_brats(make_brats(tmp_path / "ssa_small", ssa_ids(6)), 240, "SSAsmall", link=True)
     with pytest.raises(ValueError, match="hold different SSA cases"):
         write_target_splits([232, 240], "SSA")
+
+
+SSA_UNLABELLED = ssa_ids(3, start=60)
+
+
+@pytest.fixture
+def semi(tmp_path, datasets):
+    """The same 10 labelled SSA cases plus 3 unlabelled ones (Dataset242), and combined with GLI (Dataset243)."""
+    source = make_brats(tmp_path / "ssa_semi", ssa_ids(10))
+    for i, case in enumerate(SSA_UNLABELLED):
+        make_case(source, case, labeled=False, seed=60 + i)
+    convert_brats(source, 242, "SSAsemi", link=True, unlabelled=True)
+    combine_datasets([231, 242], 243, "GLI_SSAsemi")
+    return datasets
+
+
+def test_unlabelled_cases_always_train_and_are_never_validated(semi):
+    folds = write_target_splits([232, 242, 243], "SSA")
+    assert folds == target_folds(ssa_ids(10))  # drawn over the labelled cases only
+    assert load(semi, "Dataset232_SSA") == folds  # the all-labelled dataset gets exactly today's splits
+    for name, others in (("Dataset242_SSAsemi", []), ("Dataset243_GLI_SSAsemi", gli_ids(3))):
+        written = load(semi, name)
+        assert [f["val"] for f in written] == [f["val"] for f in folds]
+        assert [f["train"] for f in written] == [f["train"] + others + SSA_UNLABELLED for f in folds]
+        assert not {c for f in written for c in f["val"]} & set(SSA_UNLABELLED)
+
+
+def test_target_cases_that_are_all_unlabelled_cannot_be_cross_validated(tmp_path, datasets):
+    source = tmp_path / "hospital"
+    for i, case in enumerate(SSA_UNLABELLED):
+        make_case(source, case, labeled=False, seed=i)
+    convert_brats(source, 244, "Hospital", unlabelled=True)
+    combine_datasets([231, 244], 245, "GLI_Hospital")
+    with pytest.raises(ValueError, match=r"Dataset245_GLI_Hospital: all 3 SSA training case\(s\) are unlabelled.*"
+                                         r"cannot be cross-validated. Fix: label some.*validate on another dataset"):
+        write_target_splits([245], "SSA")
+    assert not (tmp_path_of(datasets) / "Dataset245_GLI_Hospital" / "splits_final.json").exists()
+
+
+def test_labelled_target_cases_must_agree_and_folds_count_labelled_cases(tmp_path, semi):
+    source = make_brats(tmp_path / "ssa_other", ssa_ids(10))
+    (source / "BraTS-SSA-00009-000" / "BraTS-SSA-00009-000-seg.nii.gz").unlink()
+    convert_brats(source, 246, "SSAother", link=True, unlabelled=True)
+    with pytest.raises(ValueError) as info:
+        write_target_splits([232, 246], "SSA")
+    text = str(info.value)
+    assert "Dataset246_SSAother and Dataset232_SSA hold different labelled SSA cases (9 vs 10" in text
+    assert "labelled in Dataset232_SSA but unlabelled in Dataset246_SSAother: ['BraTS-SSA-00009-000']" in text
+    with pytest.raises(ValueError, match=r"cannot make 11 folds from 10 target case\(s\).*unlabelled ones do not count"):
+        write_target_splits([242], "SSA", folds=11)
+    assert not list(tmp_path_of(semi).glob("*/splits_final.json"))

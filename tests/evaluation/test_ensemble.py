@@ -75,3 +75,11 @@ def test_errors_name_what_is_missing_or_different(tmp_path):
     with pytest.raises(FileNotFoundError, match="not an nnU-Net results folder: dataset.json is missing"):
         ensemble_folds([tmp_path / "A", tmp_path / "A" / "fold_0"], tmp_path / "o")
     assert not (tmp_path / "o").exists()
+
+
+def test_members_whose_labels_differ_only_by_the_ignore_label_are_ensembled(tmp_path):
+    a = write_member(tmp_path / "A", 0)
+    b = write_member(tmp_path / "B", 1, labels={**LABELS, "ignore": 4})  # trained with unlabelled cases
+    out = ensemble_folds([tmp_path / "A", tmp_path / "B"], tmp_path / "ens")
+    image = sitk.ReadImage(str(out / "fold_0" / "validation" / "a.nii.gz"))
+    assert np.array_equal(sitk.GetArrayFromImage(image), np.argmax((a["a"] + b["a"]) / 2, 0))

@@ -152,3 +152,16 @@ def test_agrees_with_nnUNetv2_predict(brainunet_model, tmp_path):
     assert len(np.unique(expected)) > 1
     np.testing.assert_array_equal(labels(report.written[case_id]), expected)
     assert geometry(report.written[case_id]) == geometry(tmp_path / "nnunet" / f"{case_id}.nii.gz")
+
+
+def test_models_trained_with_the_ignore_label_write_brats_labels():
+    from types import SimpleNamespace
+
+    from nnunet_transfer.inference.segmenter import _check_labels
+
+    for labels in ({"background": 0, "NCR": 1, "ED": 2, "ET": 3, "ignore": 4},
+                   {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [1, 3], "enhancing tumor": [3],
+                    "ignore": 4}):
+        _check_labels(SimpleNamespace(dataset_json={"labels": labels}))  # unlabelled target cases: still BraTS
+    with pytest.raises(ValueError, match="are not BraTS's NCR=1, ED=2, ET=3"):
+        _check_labels(SimpleNamespace(dataset_json={"labels": {"background": 0, "NCR": 1, "ED": 2, "ET": 3, "X": 4}}))
