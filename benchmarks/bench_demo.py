@@ -33,11 +33,11 @@ FINE_TUNING = ("Fine-Tuning",)  # rows (labels) that must beat the baseline by F
 ACCURACY = re.compile(r"nnunet-transfer: seg_loss [-0-9.]+, domain_loss ([0-9.]+), domain_acc ([0-9.]+)")
 
 
-def seeded_plan(seed: int, out: Path) -> Path:
-    """The shipped demo plan with the synthetic cases and the split drawn from ``seed``."""
+def seeded_plan(seed: int, out: Path, plan: str = "demo") -> Path:
+    """The shipped demo plan ``plan`` with the synthetic cases and the split drawn from ``seed``."""
     from nnunet_transfer.experiments.plan import shipped_plan
 
-    text = Path(shipped_plan("demo")).read_text()
+    text = Path(shipped_plan(plan)).read_text()
     text, n = re.subn(r"(?m)^seed = \d+$", f"seed = {seed}", text)
     text, m = re.subn(r"(?m)^split_seed = (\d+)$", lambda g: f"split_seed = {int(g.group(1)) + seed}", text)
     if n != 2 or m != 1:
@@ -46,10 +46,10 @@ def seeded_plan(seed: int, out: Path) -> Path:
     return out
 
 
-def domain_accuracy(workdir: Path) -> list:
-    """Lines with the domain classifier's training accuracy per epoch (per fold) of both DANN rows."""
+def domain_accuracy(workdir: Path, trainers=("nnUNetTrainerDANNNoGRL", "nnUNetTrainerDANN")) -> list:
+    """Lines with the domain classifier's training accuracy per epoch (per fold) of the DANN rows."""
     lines = []
-    for trainer in ("nnUNetTrainerDANNNoGRL", "nnUNetTrainerDANN"):
+    for trainer in trainers:
         for fold_dir in sorted(workdir.glob(f"**/{trainer}__*/fold_*")):
             epochs = [float(m.group(2)) for log in sorted(fold_dir.glob("training_log_*.txt"))
                       for m in ACCURACY.finditer(log.read_text())]
@@ -59,9 +59,11 @@ def domain_accuracy(workdir: Path) -> list:
     return lines
 
 
-def run_seed(seed: int, workdir: Path, extra: list) -> dict:
+def run_seed(seed: int, workdir: Path, extra: list, plan_name: str = "demo",
+             trainers=("nnUNetTrainerDANNNoGRL", "nnUNetTrainerDANN", "nnUNetTrainerDANNUnsupervised")) -> dict:
+    """Run the seeded demo plan ``plan_name`` in ``workdir``; its wall time, mean Dice per row, DANN accuracies."""
     workdir.mkdir(parents=True, exist_ok=True)
-    plan = seeded_plan(seed, workdir / f"demo_seed{seed}.toml")
+    plan = seeded_plan(seed, workdir / f"{plan_name}_seed{seed}.toml", plan_name)
     env = {k: v for k, v in os.environ.items() if k not in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "nnunet_transfer.cli", "demo", "--plan", str(plan), "--workdir",
@@ -71,7 +73,7 @@ def run_seed(seed: int, workdir: Path, extra: list) -> dict:
     table, reference = result["table"], result["reference"]
     dice = {name: metrics["Dice"]["Average"]["mean"] for name, metrics in table.items()}
     return {"seed": seed, "seconds": seconds, "dice": dice, "reference": reference,
-            "accuracy": domain_accuracy(workdir)}
+            "accuracy": domain_accuracy(workdir, trainers)}
 
 
 def report(run: dict) -> bool:

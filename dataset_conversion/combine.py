@@ -21,7 +21,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from tqdm import tqdm
 
@@ -43,10 +43,13 @@ def _place(source: Path, target: Path, link: bool) -> None:
         shutil.copyfile(source, target)
 
 
-def combine_datasets(dataset_ids: Sequence[int], dataset_id: int, name: str, link: bool = True) -> Path:
+def combine_datasets(dataset_ids: Sequence[int], dataset_id: int, name: str, link: bool = True,
+                     target_domain: Optional[str] = None) -> Path:
     """Build ``$nnUNet_raw/DatasetXXX_Name`` from the raw datasets ``dataset_ids``; return its folder.
 
     ``link`` symlinks the files (to their real paths); otherwise they are copied.
+    ``target_domain`` (one of the inputs' domains) is written to dataset.json as
+    ``target_domain``, the domain the plugin's trainers adapt to.
     """
     if len(dataset_ids) < 2:
         raise ValueError("give at least two datasets to combine")
@@ -109,6 +112,9 @@ def combine_datasets(dataset_ids: Sequence[int], dataset_id: int, name: str, lin
     if collisions:
         shown = ", ".join(collisions[:10]) + (f" and {len(collisions) - 10} more" if len(collisions) > 10 else "")
         raise ValueError(f"case ids collide between the datasets: {shown}")
+    if target_domain is not None and target_domain not in set(domains.values()):
+        raise ValueError(f"target domain {target_domain!r} is not a domain of {', '.join(s.name for s in sources)} "
+                         f"(their domains: {', '.join(sorted(set(domains.values())))}; names are case-sensitive)")
 
     target = raw / folder_name
     tmp = folders.temp_sibling(target)
@@ -133,6 +139,8 @@ def combine_datasets(dataset_ids: Sequence[int], dataset_id: int, name: str, lin
                      "combined_from": [s.name for s in sources], "linked": bool(link)})
         if unlabelled:
             data[UNLABELLED_KEY] = sorted(unlabelled)
+        if target_domain is not None:
+            data["target_domain"] = target_domain
         folders.write_json(tmp / "dataset.json", data)
         folders.publish(tmp, target)
     finally:

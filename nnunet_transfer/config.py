@@ -20,6 +20,13 @@ The plugin's own knobs, all optional:
     trainer (8x fewer network passes in 3D; the checkpoint keeps nnU-Net's mirroring axes,
     so ``nnUNetv2_predict`` still mirrors unless told ``--disable_tta``). Default ``1``.
 
+``nnUNetTransfer_labelled_target_cases``
+    How many target training cases keep their labels in the trainers that can hide them
+    (``nnUNetTrainerDANNSemiSupervised`` and friends, see ``nnunet_transfer.training.labels``):
+    an integer >= 0 (``0``: none, the unsupervised regime) or a fraction in (0, 1). Overrides
+    the trainer's ``labelled_target_cases``, so that a plan's ``[env]`` table sets it per
+    strategy; a resumed run must see the value it started with (or none).
+
 Example:
     >>> import os
     >>> os.environ["nnUNet_raw"] = "/data/raw"
@@ -32,7 +39,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import List, Iterator, Optional
+from typing import List, Iterator, Optional, Union
 
 RAW = "nnUNet_raw"
 PREPROCESSED = "nnUNet_preprocessed"
@@ -43,6 +50,7 @@ ITERATIONS_PER_EPOCH = "nnUNetTransfer_iterations_per_epoch"
 VAL_ITERATIONS_PER_EPOCH = "nnUNetTransfer_val_iterations_per_epoch"
 SAVE_EVERY = "nnUNetTransfer_save_every"
 TEST_TIME_MIRRORING = "nnUNetTransfer_test_time_mirroring"
+LABELLED_TARGET_CASES = "nnUNetTransfer_labelled_target_cases"
 # nnU-Net's worker pools (nnUNet_n_proc_DA must never be 0: nnUNetv2_plan_experiment calls
 # torch.set_num_threads with it) and the thread counts of the libraries its commands use
 N_PROC_DA = "nnUNet_n_proc_DA"
@@ -143,6 +151,36 @@ def test_time_mirroring() -> bool:
     if value in ("0", "false", "f", "no", "off"):
         return False
     raise ValueError(f"{TEST_TIME_MIRRORING}={value!r} must be 0 or 1 (unset it to mirror, nnU-Net's default).")
+
+
+def labelled_target_cases() -> Optional[Union[int, float]]:
+    """``nnUNetTransfer_labelled_target_cases``: an int >= 0, a float in (0, 1), or None when unset.
+
+    >>> os.environ[LABELLED_TARGET_CASES] = "0.25"
+    >>> labelled_target_cases()
+    0.25
+    >>> os.environ[LABELLED_TARGET_CASES] = "3"
+    >>> labelled_target_cases()
+    3
+    >>> del os.environ[LABELLED_TARGET_CASES]
+    """
+    value = os.environ.get(LABELLED_TARGET_CASES, "").strip()
+    if not value:
+        return None
+    number: Union[int, float, None]
+    try:
+        number = int(value)
+    except ValueError:
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+    if isinstance(number, int) and number >= 0:
+        return number
+    if isinstance(number, float) and 0.0 < number < 1.0:
+        return number
+    raise ValueError(f"{LABELLED_TARGET_CASES}={value!r} must be a number of target training cases (an integer >= 0, "
+                     f"0 for none) or a fraction in (0, 1), e.g. 10 or 0.25 (unset it to use the trainer's default).")
 
 
 def cpu_threads() -> Optional[int]:

@@ -388,7 +388,8 @@ def data_steps(layout: Layout, strategies: Optional[Sequence[Strategy]] = None) 
         if spec.combine:
             dataset_json = layout.raw_dir(spec) / "dataset.json"
             ids = [str(plan.datasets[r].id) for r in spec.combine]
-            steps.append(Step(f"combine-{spec.role}", [CLI, "combine", *ids, "-d", str(spec.id), "-n", spec.name],
+            command = [CLI, "combine", *ids, "-d", str(spec.id), "-n", spec.name, "--target-domain", plan.target_domain]
+            steps.append(Step(f"combine-{spec.role}", command,
                               _all_files(dataset_json), markers=[dataset_json],
                               after=[_raw_step(plan, r) for r in spec.combine]))
     return steps

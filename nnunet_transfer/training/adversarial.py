@@ -1,32 +1,41 @@
-"""``DomainAdversarialMixin``: DANN's domain classifier on encoder features behind gradient reversal."""
+"""``DomainAdversarialMixin``: DANN's domain classifier on encoder (and decoder) features behind gradient reversal."""
 
 from __future__ import annotations
 
 from typing import List, Tuple
 
-import numpy as np
 import torch
 
 from nnunet_transfer.training.checkpoints import tensor_digest
-from nnunet_transfer.training.domain_head import DomainClassifier
+from nnunet_transfer.training.domain_head import DomainClassifier, decoder_stages, resolve_stages
 from nnunet_transfer.training.freezing import unwrap
-from nnunet_transfer.training.grl import ganin_lambda, grad_reverse
+from nnunet_transfer.training.grl import check_grl_schedule, grad_reverse, grl_schedule_lambda
 from nnunet_transfer.training.mixed_domain import DomainAwareMixin
+
+#: what a head configuration saved before a key existed meant (resumed runs keep that behaviour)
+HEAD_DEFAULTS = {"decoder_stages": [], "grl_schedule": "ganin", "grl_max": 1.0, "grl_delay": 0.0, "grl_ramp": 0.5,
+                 "encoder_gradient_scale": 1.0}
 
 
 class DomainAdversarialMixin(DomainAwareMixin):
-    """DANN: a domain classifier on encoder features behind a gradient-reversal layer.
+    """DANN: a domain classifier on encoder (and decoder) features behind a gradient-reversal layer.
 
-    Loss = segmentation loss + ``domain_loss_weight`` * domain loss (BCE for two domains,
-    CE for more): the paper's 1/50 weighting of the loss. The reversal strength ramps with
-    training progress p as ``2 / (1 + exp(-grl_gamma * p)) - 1``. With
-    ``reverse_gradients = False`` the domain loss reaches the encoder unreversed (the
-    paper's ablation) and no reversal strength is applied or logged.
+    Loss = segmentation loss + ``domain_loss_weight`` * domain loss: the paper's 1/50
+    weighting. Two domains: BCE, the target is class 1; more: cross-entropy, one class per
+    domain in sorted order (each batch's ``target_share`` from the target domain, the rest
+    from all others). The reversal strength follows ``grl_schedule`` over training progress p
+    (:func:`~nnunet_transfer.training.grl.grl_schedule_lambda`): "ganin" (default,
+    ``grl_max * (2 / (1 + exp(-grl_gamma * p)) - 1)``), "linear" (0 to ``grl_max`` over
+    ``grl_ramp`` of training) or "constant", each after ``grl_delay`` of training without
+    reversal. With ``reverse_gradients = False`` the domain loss reaches the encoder unreversed
+    (the paper's ablation) and no reversal strength is applied or logged.
 
     The classifier (:class:`~nnunet_transfer.training.domain_head.DomainClassifier`) sees the
-    encoder stages ``domain_feature_levels`` (default: the first two and the bottleneck)
-    through ``domain_head_kind`` ("conv": strided convolutions, then mean and standard
-    deviation pooling; "mlp": pooled features only). It has its own optimizer, Adam at
+    encoder stages ``domain_feature_levels`` (default: the first two and the bottleneck) and
+    the decoder stages ``domain_decoder_stages`` (default none; 0 is the stage just above the
+    bottleneck, -1 the full-resolution one) through ``domain_head_kind`` ("conv": strided
+    convolutions, then mean and standard deviation pooling; "mlp": pooled features only). It
+    has its own optimizer, Adam at
     ``domain_head_lr`` (constant), whatever the network's recipe: Adam's steps do not depend
     on the gradient's scale, so the classifier learns as from the unweighted domain loss,
     while the encoder receives ``domain_loss_weight`` (x ``encoder_gradient_scale``, default 1)
@@ -38,13 +47,20 @@ class DomainAdversarialMixin(DomainAwareMixin):
     ``nnunet_transfer``, so ``network_weights`` load in stock ``nnUNetv2_predict`` and as
     ``-pretrained_weights``. Its configuration and the domain-to-class map are run state:
     ``--c`` rebuilds the classifier the run started with, whatever the class defaults are now.
-    The encoder hook keeps only the levels the classifier uses, and only in training mode.
+    The encoder and decoder hooks keep only the levels the classifier uses, and only in training
+    mode. Domain loss, accuracy, lambda and the per-domain validation pseudo-Dice are drawn in
+    ``progress_domain.png`` (:class:`~nnunet_transfer.training.progress.DomainProgressMixin`).
     """
 
     domain_loss_weight: float = 1.0 / 50.0
     reverse_gradients: bool = True
     grl_gamma: float = 10.0
+    grl_schedule: str = "ganin"
+    grl_max: float = 1.0
+    grl_delay: float = 0.0
+    grl_ramp: float = 0.5
     domain_feature_levels: Tuple[int, ...] = (0, 1, -1)
+    domain_decoder_stages: Tuple[int, ...] = ()
     domain_head_kind: str = "conv"
     domain_head_pooling: Tuple[str, ...] = ("mean", "std")
     domain_head_hidden: int = 32
@@ -56,7 +72,13 @@ class DomainAdversarialMixin(DomainAwareMixin):
         self.do_split()  # domains are needed to size the classifier; errors surface before training
         super().initialize()
         self._features = None
-        unwrap(self.network).encoder.register_forward_hook(self._capture_features)
+        self._step_in_epoch = 0
+        network = unwrap(self.network)
+        network.encoder.register_forward_hook(self._capture_features)
+        if self.head_config["decoder_stages"]:
+            stages = decoder_stages(network)
+            for s in self.head_config["decoder_stages"]:
+                stages[s].register_forward_hook(self._capture_decoder_features)
         if self.is_ddp:
             self.domain_head = torch.nn.parallel.DistributedDataParallel(self.domain_head,
                                                                          device_ids=[self.local_rank])
@@ -66,6 +88,14 @@ class DomainAdversarialMixin(DomainAwareMixin):
             return
         levels = output if isinstance(output, (list, tuple)) else [output]
         self._features = [levels[i] for i in self.head_config["levels"]]
+
+    def _capture_decoder_features(self, module, inputs, output) -> None:
+        if not module.training:
+            return
+        if self._features is None:
+            raise RuntimeError("a decoder stage ran before the encoder's forward hook captured its features; "
+                               "domain_decoder_stages needs a network whose forward runs encoder, then decoder")
+        self._features.append(output)  # the decoder runs its stages in order: the config's sorted order
 
     def _decide_head(self) -> None:
         """The domain-to-class map and the classifier's configuration: restored on resume."""
@@ -79,17 +109,34 @@ class DomainAdversarialMixin(DomainAwareMixin):
                 raise RuntimeError(f"{self.__class__.__name__}: the checkpoint classified domains "
                                    f"{sorted(saved['domain_index'])}, this fold trains on {names}")
             self.domain_index = dict(saved["domain_index"])
-            self.head_config = dict(saved["head"])
+            older = sorted(k for k in HEAD_DEFAULTS if k not in saved["head"])
+            self.head_config = {**HEAD_DEFAULTS, **saved["head"]}
+            if older:
+                self.print_to_log_file(f"nnunet-transfer: the checkpoint's domain classifier predates "
+                                       f"{', '.join(older)}; resuming with what it trained with: "
+                                       f"{ {k: self.head_config[k] for k in older} }")
             return
         others = [n for n in names if n != self.active_target_domain]
         ordered = others + [self.active_target_domain] if len(names) == 2 else names
         self.domain_index = {name: i for i, name in enumerate(ordered)}  # binary: target is class 1
         n_levels = len(self.configuration_manager.network_arch_init_kwargs["features_per_stage"])
-        levels = sorted({i % n_levels for i in self.domain_feature_levels})
-        self.head_config = {"levels": levels, "kind": self.domain_head_kind, "hidden": int(self.domain_head_hidden),
+        try:
+            levels = resolve_stages(self.domain_feature_levels, n_levels, "domain_feature_levels")
+            stages = resolve_stages(self.domain_decoder_stages, n_levels - 1, "domain_decoder_stages")
+            check_grl_schedule(self.grl_schedule, float(self.grl_max), float(self.grl_delay), float(self.grl_ramp))
+        except ValueError as error:
+            raise ValueError(f"{self.__class__.__name__}: {error}. Fix: change the class attribute "
+                             f"(encoder stages: {n_levels}, decoder stages: {n_levels - 1}).") from None
+        if not levels and not stages:
+            raise ValueError(f"{self.__class__.__name__}: domain_feature_levels and domain_decoder_stages are both "
+                             f"empty; the domain classifier needs at least one feature level")
+        self.head_config = {"levels": levels, "decoder_stages": stages, "kind": self.domain_head_kind,
+                            "hidden": int(self.domain_head_hidden),
                             "pooling": list(self.domain_head_pooling), "lr": float(self.domain_head_lr),
                             "loss_weight": float(self.domain_loss_weight),
                             "reverse_gradients": bool(self.reverse_gradients), "grl_gamma": float(self.grl_gamma),
+                            "grl_schedule": str(self.grl_schedule), "grl_max": float(self.grl_max),
+                            "grl_delay": float(self.grl_delay), "grl_ramp": float(self.grl_ramp),
                             "encoder_gradient_scale": float(self.encoder_gradient_scale)}
 
     def parameter_groups(self) -> List[dict]:
@@ -97,15 +144,26 @@ class DomainAdversarialMixin(DomainAwareMixin):
         self._decide_head()
         cfg = self.head_config
         features = self.configuration_manager.network_arch_init_kwargs["features_per_stage"]
-        self.domain_head = DomainClassifier([features[i] for i in cfg["levels"]], n_domains=len(self.domain_index),
+        channels = [features[i] for i in cfg["levels"]]
+        if cfg["decoder_stages"]:
+            stages = decoder_stages(unwrap(self.network))
+            if len(stages) != len(features) - 1:
+                raise RuntimeError(f"{self.__class__.__name__}: {type(unwrap(self.network)).__name__}'s decoder has "
+                                   f"{len(stages)} stages, the plans' {len(features)} encoder stages imply "
+                                   f"{len(features) - 1}; domain_decoder_stages cannot be placed")
+            channels += [int(stages[s].output_channels) for s in cfg["decoder_stages"]]
+        self.domain_head = DomainClassifier(channels, n_domains=len(self.domain_index),
                                             hidden=cfg["hidden"], kind=cfg["kind"],
                                             pooling=cfg["pooling"]).to(self.device)
         self.domain_optimizer = torch.optim.Adam(self.domain_head.parameters(), lr=cfg["lr"])
+        reversal = (f"gradient reversal ({cfg['grl_schedule']} to {cfg['grl_max']:g}, gamma {cfg['grl_gamma']:g}, "
+                    f"delay {cfg['grl_delay']:g}, ramp {cfg['grl_ramp']:g})" if cfg["reverse_gradients"]
+                    else "no gradient reversal")
         self.print_to_log_file(
-            f"nnunet-transfer: domain classifier ({cfg['kind']}, encoder levels {cfg['levels']}, pooling "
-            f"{cfg['pooling']}, {sum(p.numel() for p in self.domain_head.parameters())} parameters, Adam lr "
-            f"{cfg['lr']:g}); loss = seg + {cfg['loss_weight']:g} x domain; "
-            f"{'gradient reversal' if cfg['reverse_gradients'] else 'no gradient reversal'}; classes {self.domain_index}")
+            f"nnunet-transfer: domain classifier ({cfg['kind']}, encoder levels {cfg['levels']}, decoder stages "
+            f"{cfg['decoder_stages']}, pooling {cfg['pooling']}, "
+            f"{sum(p.numel() for p in self.domain_head.parameters())} parameters, Adam lr "
+            f"{cfg['lr']:g}); loss = seg + {cfg['loss_weight']:g} x domain; {reversal}; classes {self.domain_index}")
         return groups
 
     def auxiliary_optimizers(self) -> dict:
@@ -116,7 +174,9 @@ class DomainAdversarialMixin(DomainAwareMixin):
     def grl_lambda(self) -> float:
         total = max(1, self.num_epochs * self.num_iterations_per_epoch)
         done = self.current_epoch * self.num_iterations_per_epoch + self._step_in_epoch
-        return ganin_lambda(done / total, self.head_config["grl_gamma"])
+        cfg = self.head_config
+        return grl_schedule_lambda(done / total, cfg["grl_schedule"], cfg["grl_gamma"], cfg["grl_max"],
+                                   cfg["grl_delay"], cfg["grl_ramp"])
 
     def on_train_epoch_start(self):
         self._step_in_epoch = 0
@@ -134,7 +194,12 @@ class DomainAdversarialMixin(DomainAwareMixin):
             raise RuntimeError("the encoder's forward hook captured no features; does the network have an "
                                "`encoder` submodule that runs in forward()?")
         features, self._features = self._features, None
-        scale = self.head_config.get("encoder_gradient_scale", 1.0)
+        expected = len(self.head_config["levels"]) + len(self.head_config["decoder_stages"])
+        if len(features) != expected:
+            raise RuntimeError(f"the forward hooks captured {len(features)} feature maps, the domain classifier "
+                               f"takes {expected} (encoder levels {self.head_config['levels']}, decoder stages "
+                               f"{self.head_config['decoder_stages']}); did a decoder stage not run?")
+        scale = self.head_config["encoder_gradient_scale"]
         if self.head_config["reverse_gradients"]:
             lambd = self.grl_lambda()
             features = [grad_reverse(f, lambd * scale) for f in features]
@@ -149,12 +214,6 @@ class DomainAdversarialMixin(DomainAwareMixin):
         extras.update(seg_loss=seg_loss.detach(), domain_loss=domain_loss.detach(),
                       domain_acc=(head.predict(logits) == labels).float().mean())
         return seg_loss + self.head_config["loss_weight"] * domain_loss, extras
-
-    def on_train_epoch_end(self, train_outputs: List[dict]):
-        keys = [k for k in ("seg_loss", "domain_loss", "domain_acc", "grl_lambda") if k in train_outputs[0]]
-        means = {k: float(np.mean([o[k] for o in train_outputs])) for k in keys}
-        self.print_to_log_file("nnunet-transfer: " + ", ".join(f"{k} {v:.4f}" for k, v in means.items()))
-        super().on_train_epoch_end(train_outputs)
 
     def run_state(self) -> dict:
         state = super().run_state()

@@ -24,6 +24,7 @@ from nnunetv2.utilities.helpers import dummy_context
 from torch import autocast
 
 from nnunet_transfer import __version__, config
+from nnunet_transfer.dataset_conversion.labels import unlabelled_cases
 from nnunet_transfer.training.checkpoints import CHECKPOINT_KEY, complete_checkpoint_writes
 from nnunet_transfer.training.lr_schedule import PolyWarmupLR
 
@@ -68,6 +69,7 @@ class TransferTrainerBase(nnUNetTrainer):
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
+        dataset_json = self.adapt_dataset_json(dataset_json)  # before nnU-Net builds the label manager from it
         super().__init__(plans, configuration, fold, dataset_json, device)
         self._split: Optional[Tuple[List[str], List[str]]] = None
         #: the run state of the checkpoint being loaded ({} if it has none); None for a fresh run
@@ -84,6 +86,11 @@ class TransferTrainerBase(nnUNetTrainer):
             self.print_to_log_file(f"nnunet-transfer: {name} = {value} (set by the environment)")
 
     # ---- hooks -------------------------------------------------------------------------
+    @classmethod
+    def adapt_dataset_json(cls, dataset_json: dict) -> dict:
+        """The dataset.json the trainer runs with (label manager, results folder); mixins return a changed copy."""
+        return dataset_json
+
     def configure_knobs(self) -> None:
         """Set nnU-Net's hyperparameters (``initial_lr``, ``weight_decay`` ...). Mixins extend it."""
 
@@ -111,7 +118,19 @@ class TransferTrainerBase(nnUNetTrainer):
         return self.loss(output, target), {}
 
     def check_training_cases(self, train_keys: List[str], val_keys: List[str]) -> None:
-        """Validate the split before any epoch runs; mixins raise clear errors here."""
+        """Validate the split before any epoch runs; mixins raise clear errors here.
+
+        A case dataset.json lists as ``"unlabelled"`` must not be validated (fold ``all``
+        validates its training cases and is exempt).
+        """
+        if self.fold == "all":
+            return
+        validated = sorted(set(val_keys) & set(unlabelled_cases(self.dataset_json)))
+        if validated:
+            raise RuntimeError(
+                f"fold {self.fold} of splits_final.json validates {len(validated)} case(s) that dataset.json lists as "
+                f"unlabelled: {validated[:5]}; they have no labels to validate against. Fix: write the folds with "
+                f"`nnunet-transfer splits` (it keeps unlabelled cases out of validation) or move them to 'train'.")
 
     def run_state(self) -> dict:
         """What this run decided at its start; mixins add their entries. Saved in every checkpoint."""

@@ -1,4 +1,4 @@
-"""Domain classifiers on encoder features: a pooled MLP, or small strided convolutions first.
+"""Domain classifiers on encoder and decoder features: a pooled MLP, or small strided convolutions first.
 
 nnU-Net normalises every channel of every stage per case (instance norm), so the spatial
 *mean* of a feature map carries almost no domain information: a classifier on
@@ -16,6 +16,10 @@ Example:
     torch.Size([2, 1])
     >>> DomainClassifier([8], n_domains=3, kind="mlp")([torch.randn(2, 8, 4, 4, 4)]).shape
     torch.Size([2, 3])
+
+:func:`resolve_stages` turns a knob's stage indices (negative from the end) into the sorted
+indices the run keeps; :func:`decoder_stages` finds the decoder stages whose outputs a
+forward hook hands to the classifier.
 """
 
 from __future__ import annotations
@@ -28,6 +32,39 @@ from torch.nn import functional as F
 
 KINDS = ("conv", "mlp")
 POOLINGS = ("mean", "std", "max")
+
+
+def resolve_stages(indices: Sequence[int], n_stages: int, knob: str) -> List[int]:
+    """Sorted unique non-negative stage indices; negative ones count from the end.
+
+    >>> resolve_stages((0, 1, -1), 5, "domain_feature_levels")
+    [0, 1, 4]
+    >>> resolve_stages((2,), 2, "domain_decoder_stages")
+    Traceback (most recent call last):
+    ...
+    ValueError: domain_decoder_stages = (2,): stage 2 is out of range for a network with 2 such stages (valid: -2..1)
+    """
+    bad = [int(i) for i in indices if not -n_stages <= int(i) < n_stages]
+    if bad:
+        raise ValueError(f"{knob} = {tuple(indices)}: stage {bad[0]} is out of range for a network with {n_stages} "
+                         f"such stages (valid: {-n_stages}..{n_stages - 1})")
+    return sorted({int(i) % n_stages for i in indices})
+
+
+def decoder_stages(network: nn.Module) -> nn.ModuleList:
+    """``network.decoder.stages``: nnU-Net's ``UNetDecoder`` (PlainConvUNet, ResidualEncoderUNet), BrainUNet's.
+
+    Stage ``s`` runs at the resolution of encoder stage ``n - 2 - s`` (stage 0 just above the
+    bottleneck, the last one at full resolution); each stage's ``output_channels`` sizes the
+    classifier's input.
+    """
+    stages = getattr(getattr(network, "decoder", None), "stages", None)
+    if not isinstance(stages, nn.ModuleList) or not all(hasattr(s, "output_channels") for s in stages):
+        raise ValueError(
+            f"{type(network).__name__} has no decoder.stages (an nn.ModuleList of blocks with output_channels, as "
+            f"nnU-Net's UNetDecoder and BrainUNet's decoder have), so the domain classifier cannot see decoder "
+            f"features. Fix: set domain_decoder_stages = () or use such a network.")
+    return stages
 
 
 def pool(feature: torch.Tensor, pooling: Sequence[str]) -> torch.Tensor:

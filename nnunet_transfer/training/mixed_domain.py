@@ -5,11 +5,15 @@ from __future__ import annotations
 from typing import List, Optional
 
 from nnunet_transfer.domains import read_domains, target_domain_of
+from nnunet_transfer.training.progress import DomainProgressMixin
 from nnunet_transfer.training.sampling import DomainBalancedDataLoader, swap_loader_class
 
 
-class DomainAwareMixin:
+class DomainAwareMixin(DomainProgressMixin):
     """Knows each case's domain; draws ``target_share`` of every batch from the target domain.
+
+    Logs the validation's pseudo-Dice per domain and draws ``progress_domain.png``
+    (:class:`~nnunet_transfer.training.progress.DomainProgressMixin`).
 
     Domains come from dataset.json's ``domains`` map, else the BraTS case prefix. The target
     domain is ``target_domain``, else dataset.json's ``target_domain``, else the rarest domain

@@ -13,6 +13,15 @@ nnUNetTrainerFineTuneFrozenDecoder            ... with the decoder frozen
 nnUNetTrainerFineTuneFrozenEncoder            ... with the encoder frozen
 nnUNetTrainerDANN                             domain classifier behind gradient reversal
 nnUNetTrainerDANNNoGRL                        the same without gradient reversal (ablation)
+nnUNetTrainerDANNUnsupervised                 DANN with no target label (``labelled_target_cases``
+                                              = 0): target cases feed the domain loss only
+nnUNetTrainerDANNSemiSupervised               DANN with 10 labelled target training cases (the
+                                              rest masked; ``nnUNetTransfer_labelled_target_cases``)
+nnUNetTrainerDANNNoGRLUnsupervised            the unsupervised DANN without gradient reversal
+nnUNetTrainerMixedDomainUnsupervised          source labels + unlabelled target images, balanced
+                                              batches, no domain loss (source-only control)
+nnUNetTrainerFineTuneLabelledSubset           fine-tune from ``-pretrained_weights`` on the 10
+                                              labelled target training cases only (rest dropped)
 ``<any of the above>_PaperRecipe``            the paper's recipe: Adam, lr 6e-5, poly 0.75, batch 1
 ============================================  =====================================================
 """
@@ -20,7 +29,7 @@ nnUNetTrainerDANNNoGRL                        the same without gradient reversal
 from __future__ import annotations
 
 from nnunet_transfer.training.mixins import (DomainAdversarialMixin, DomainAwareMixin, FineTuneMixin, FreezeMixin,
-                                             PaperRecipeMixin, TransferTrainerBase)
+                                             PaperRecipeMixin, TargetLabelsMixin, TransferTrainerBase)
 
 
 class nnUNetTrainerSourceOnly(TransferTrainerBase):
@@ -67,6 +76,38 @@ class nnUNetTrainerDANNNoGRL(nnUNetTrainerDANN):
     reverse_gradients = False
 
 
+class nnUNetTrainerDANNUnsupervised(TargetLabelsMixin, nnUNetTrainerDANN):
+    """DANN with no target label: target cases train the domain classifier only (no checkpoint_best)."""
+
+    labelled_target_cases = 0
+
+
+class nnUNetTrainerDANNSemiSupervised(TargetLabelsMixin, nnUNetTrainerDANN):
+    """DANN with ``labelled_target_cases`` (10) labelled target training cases; the others' labels masked."""
+
+    labelled_target_cases = 10
+
+
+class nnUNetTrainerDANNNoGRLUnsupervised(TargetLabelsMixin, nnUNetTrainerDANNNoGRL):
+    """The unsupervised DANN without gradient reversal (ablation)."""
+
+    labelled_target_cases = 0
+
+
+class nnUNetTrainerMixedDomainUnsupervised(TargetLabelsMixin, nnUNetTrainerMixedDomain):
+    """Source labels and unlabelled target images in balanced batches, no domain loss: the control of
+    the unsupervised DANN (the target images reach the network, their segmentation loss is masked)."""
+
+    labelled_target_cases = 0
+
+
+class nnUNetTrainerFineTuneLabelledSubset(TargetLabelsMixin, nnUNetTrainerFineTune):
+    """Fine-tune from ``-pretrained_weights`` on the labelled target training cases only (10; the rest dropped)."""
+
+    labelled_target_cases = 10
+    hidden_label_use = "drop"
+
+
 class nnUNetTrainerSourceOnly_PaperRecipe(PaperRecipeMixin, nnUNetTrainerSourceOnly):
     """Baseline / pre-training with the paper's recipe."""
 
@@ -97,6 +138,26 @@ class nnUNetTrainerDANN_PaperRecipe(PaperRecipeMixin, nnUNetTrainerDANN):
 
 class nnUNetTrainerDANNNoGRL_PaperRecipe(PaperRecipeMixin, nnUNetTrainerDANNNoGRL):
     """DANN without gradient reversal, with the paper's recipe."""
+
+
+class nnUNetTrainerDANNUnsupervised_PaperRecipe(PaperRecipeMixin, nnUNetTrainerDANNUnsupervised):
+    """Unsupervised DANN with the paper's recipe."""
+
+
+class nnUNetTrainerDANNSemiSupervised_PaperRecipe(PaperRecipeMixin, nnUNetTrainerDANNSemiSupervised):
+    """Semi-supervised DANN with the paper's recipe."""
+
+
+class nnUNetTrainerDANNNoGRLUnsupervised_PaperRecipe(PaperRecipeMixin, nnUNetTrainerDANNNoGRLUnsupervised):
+    """Unsupervised DANN without gradient reversal, with the paper's recipe."""
+
+
+class nnUNetTrainerMixedDomainUnsupervised_PaperRecipe(PaperRecipeMixin, nnUNetTrainerMixedDomainUnsupervised):
+    """The unsupervised mixed-domain control with the paper's recipe."""
+
+
+class nnUNetTrainerFineTuneLabelledSubset_PaperRecipe(PaperRecipeMixin, nnUNetTrainerFineTuneLabelledSubset):
+    """Fine-tuning on the labelled target subset with the paper's recipe."""
 
 
 __all__ = [name for name in dir() if name.startswith("nnUNetTrainer")]

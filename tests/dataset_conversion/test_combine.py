@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -24,6 +25,7 @@ def test_combine_links_cases_and_merges_domains(converted, nnunet_env):
     assert data["channel_names"] == json.loads((gli / "dataset.json").read_text())["channel_names"]
     expected = {**{c: "GLI" for c in gli_ids(3)}, **{c: "SSA" for c in ssa_ids(4)}, "BraTS-SSA-00050-000": "SSA"}
     assert data["domains"] == expected and data["combined_from"] == [gli.name, ssa.name]
+    assert "target_domain" not in data
     label = out / "labelsTr" / "BraTS-SSA-00001-000.nii.gz"
     assert label.is_symlink() and os.path.realpath(label) == str((ssa / "labelsTr" / label.name).resolve())
     assert len(list((out / "imagesTr").iterdir())) == 28
@@ -127,3 +129,11 @@ def test_combined_unlabelled_dataset_passes_nnunet_integrity_check(semi, nnunet_
     verify_dataset_integrity(str(out), num_processes=1)
     printed = capsys.readouterr().out
     assert "Error" not in printed and "WARNING" not in printed
+
+
+def test_combine_records_the_target_domain_and_refuses_an_unknown_one(converted, nnunet_env):
+    with pytest.raises(ValueError, match=r"target domain 'ssa' is not a domain .*GLI, SSA.*case-sensitive"):
+        combine_datasets([231, 232], 234, "GLI_SSA_bad", target_domain="ssa")
+    assert not list(Path(nnunet_env["nnUNet_raw"]).glob("Dataset234_*"))  # nothing half-written
+    out = combine_datasets([231, 232], 235, "GLI_SSA_target", target_domain="SSA")
+    assert json.loads((out / "dataset.json").read_text())["target_domain"] == "SSA"

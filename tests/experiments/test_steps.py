@@ -27,7 +27,9 @@ def test_dry_run_table2_order_and_arguments(table2, tmp_path, nnunet_env):
              if not line.startswith("export ")]
     first = lambda prefix: _index(lines, prefix)  # noqa: E731
     assert lines[0] == 'nnunet-transfer convert "$BRATS_GLI" -d 231 -n BraTS23GLI --domain GLI -np 8'
-    assert first("nnunet-transfer combine 231 232 -d 233 -n BraTS23GLISSA") > first("nnunet-transfer convert \"$BRATS_SSA\"")
+    # the combined dataset records the plan's target domain: trainers must not guess it from case counts
+    assert first("nnunet-transfer combine 231 232 -d 233 -n BraTS23GLISSA --target-domain SSA") > \
+        first("nnunet-transfer convert \"$BRATS_SSA\"")
     # fingerprint and plan every dataset, then move the source plans (source first, then target)
     transfer = "nnUNetv2_move_plans_between_datasets -s 231 -t {} -sp nnUNetPlans -tp nnUNetPlans_from231"
     for dataset in (232, 233):

@@ -1,0 +1,74 @@
+"""Few or no target labels on the demo's synthetic data: source-only vs unsupervised, semi-supervised, supervised DANN.
+
+Goals (issue 12), in mean target-domain (SSA) Dice over the target folds, per seed: the
+unsupervised DANN (no SSA label reaches training) above the source-only model, and the
+semi-supervised DANN (2 of the 6 SSA training cases of a fold labelled) between the
+unsupervised and the supervised DANN (every SSA training case labelled). Fine-tuning the
+source model on the same labelled cases is printed beside them, as the natural competitor.
+Runs the shipped ``demo_uda`` plan from scratch with the synthetic cases and the split drawn
+from each seed (as ``bench_demo.py`` does for the main demo); every number printed is from
+this run, read from the comparison's ``comparison.json``.
+
+    python benchmarks/bench_uda.py                             # seed 0, temporary work dir
+    python benchmarks/bench_uda.py --seeds 0 1 2 --workdir /tmp/uda_bench --keep
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_demo import run_seed  # noqa: E402  (the same seeded run of a shipped demo plan)
+
+ROWS = {"source": "baseline", "unsupervised": "dann_unsupervised", "semi": "dann_semi", "supervised": "dann",
+        "finetune": "finetune_labelled"}
+TRAINERS = ("nnUNetTrainerDANN", "nnUNetTrainerDANNSemiSupervised", "nnUNetTrainerDANNUnsupervised")
+
+
+def labels_of_plan() -> dict:
+    """Row key -> label of the shipped demo_uda plan (comparison.json is keyed by label)."""
+    from nnunet_transfer.experiments.plan import load_plan
+
+    plan = load_plan("demo_uda")
+    return {key: plan.strategies[name].label for key, name in ROWS.items()}
+
+
+def report(run: dict, labels: dict) -> bool:
+    dice = {key: run["dice"][label] for key, label in labels.items()}
+    print(f"\nseed {run['seed']}: wall time {run['seconds'] / 60:.1f} min")
+    for key, label in labels.items():
+        print(f"  {label:34s} {dice[key]:.3f}  ({dice[key] - dice['source']:+.3f} vs source only)")
+    above = dice["unsupervised"] > dice["source"]
+    between = dice["unsupervised"] < dice["semi"] < dice["supervised"]
+    print(f"  unsupervised above source-only: {'met' if above else 'MISSED'}; semi-supervised between "
+          f"unsupervised and supervised: {'met' if between else 'MISSED'}")
+    for line in run["accuracy"]:
+        print(line)
+    return above and between
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", type=Path, default=None, help="parent folder (one sub-folder per seed)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--keep", action="store_true", help="keep the work dirs")
+    parser.add_argument("--jobs", type=int, default=None, help="passed to the demo (default: the demo's own)")
+    args = parser.parse_args()
+    labels = labels_of_plan()
+    parent = args.workdir or Path(tempfile.mkdtemp(prefix="bench_uda_"))
+    extra = ["--quiet"] if args.jobs is None else ["--quiet", "--jobs", str(args.jobs)]
+    runs = [run_seed(seed, parent / f"seed{seed}", extra, "demo_uda", TRAINERS) for seed in args.seeds]
+    met = [report(run, labels) for run in runs]
+    print(f"\ngoals met in {sum(met)} of {len(met)} seed(s): unsupervised DANN above source-only, semi-supervised "
+          f"between unsupervised and supervised")
+    if not args.keep and args.workdir is None:
+        shutil.rmtree(parent, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
