@@ -218,6 +218,19 @@ def test_a_hidden_case_gets_no_gradient_from_the_segmentation_loss_but_from_the_
     assert torch.count_nonzero(grad_total[1]) > 0 and float(extras["domain_loss"]) > 0
 
 
+@pytest.mark.parametrize("dataset_json", [DATASET_JSON, REGION_JSON], ids=["labels", "regions"])
+def test_with_nothing_hidden_the_masked_loss_is_the_plain_loss(folders, dataset_json):
+    """The ignore label changes nothing until a voxel is ignored (nnU-Net's own region loss would triple its BCE)."""
+    torch.manual_seed(0)
+    hiding, plain = make(T.nnUNetTrainerDANNUnsupervised, dataset_json), make(T.nnUNetTrainerDANN, dataset_json)
+    assert hiding.label_manager.has_ignore_label and not plain.label_manager.has_ignore_label
+    seg = torch.randint(0, 4, (2, 1, 16, 16, 16)).float()
+    output = hiding.network(torch.randn(2, 2, 16, 16, 16))
+    masked = hiding.loss(output, targets(hiding, seg))
+    reference = plain.loss(output, [t[:, :-1] if plain.label_manager.has_regions else t for t in targets(hiding, seg)])
+    assert torch.allclose(masked, reference, rtol=1e-5, atol=1e-6), (float(masked), float(reference))
+
+
 @pytest.mark.parametrize("cls", [T.nnUNetTrainerDANNUnsupervised, T.nnUNetTrainerDANNSemiSupervised,
                                  T.nnUNetTrainerMixedDomainUnsupervised, T.nnUNetTrainerDANNNoGRLUnsupervised_PaperRecipe])
 def test_one_training_step_with_a_hidden_case(folders, monkeypatch, cls):
