@@ -17,7 +17,8 @@ from tests.conftest import cli, run_cmd
 DOCTEST_MODULES = [
     "nnunet_transfer.config", "nnunet_transfer.domains", "nnunet_transfer.planning",
     "nnunet_transfer.training.grl", "nnunet_transfer.training.domain_head", "nnunet_transfer.training.sampling",
-    "nnunet_transfer.training.freezing", "nnunet_transfer.training.lr_schedule",
+    "nnunet_transfer.training.freezing", "nnunet_transfer.training.lr_schedule", "nnunet_transfer.training.losses",
+    "nnunet_transfer.training.labels", "nnunet_transfer.training.progress", "nnunet_transfer.dataset_conversion.labels",
     "nnunet_transfer.postprocessing", "nnunet_transfer.postprocessing.rules", "nnunet_transfer.postprocessing.io",
 ]
 

@@ -26,6 +26,7 @@ from torch import autocast
 from nnunet_transfer import __version__, config
 from nnunet_transfer.dataset_conversion.labels import unlabelled_cases
 from nnunet_transfer.training.checkpoints import CHECKPOINT_KEY, complete_checkpoint_writes
+from nnunet_transfer.training.losses import masked_region_loss
 from nnunet_transfer.training.lr_schedule import PolyWarmupLR
 
 
@@ -170,6 +171,11 @@ class TransferTrainerBase(nnUNetTrainer):
     # ---- nnU-Net overrides -------------------------------------------------------------
     def effective_warmup_epochs(self) -> int:
         return min(self.warmup_epochs, self.num_epochs // 10)
+
+    def _build_loss(self):
+        """nnU-Net's loss; with an ignore label, region-based training's BCE is averaged as without one."""
+        with masked_region_loss():
+            return super()._build_loss()
 
     def configure_optimizers(self):
         optimizer = self.build_optimizer(self.parameter_groups())

@@ -31,13 +31,8 @@ import warnings
 from numbers import Integral, Real
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
-import contextlib
-from typing import Iterator
-
 import numpy as np
-import torch
 from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_pickle
-from nnunetv2.training.loss.compound_losses import DC_and_BCE_loss
 
 from nnunet_transfer import config
 from nnunet_transfer.dataset_conversion.labels import IGNORE_KEY, unlabelled_cases, with_ignore_label
@@ -127,47 +122,6 @@ def _quiet_unannotated_warning() -> None:
     if not any(f[0] == "ignore" and f[1] is not None and f[1].pattern == _NO_ANNOTATION_WARNING
                for f in warnings.filters):
         warnings.filterwarnings("ignore", message=_NO_ANNOTATION_WARNING)  # re-adding would reset warning registries
-
-
-class MaskedRegionLoss(DC_and_BCE_loss):
-    """nnU-Net's region loss (Dice + BCE) with the ignore mask, its BCE averaged over every unmasked value.
-
-    nnU-Net's ``DC_and_BCE_loss`` with ``use_ignore_label`` sums the BCE over the region
-    channels and divides by the number of unmasked *voxels*: with R regions its BCE weighs R
-    times what it weighs without an ignore label, and on BraTS's three regions that tripled
-    BCE held the small regions (TC, ET) at zero on the demo's budget. Here the BCE is
-    divided by unmasked voxels x R, so with nothing masked the loss equals nnU-Net's loss
-    without an ignore label, and masking removes a case's voxels without reweighting the rest.
-
-    >>> loss = MaskedRegionLoss({}, {"batch_dice": True, "do_bg": True, "smooth": 1e-5, "ddp": False}, use_ignore_label=True)
-    >>> plain = DC_and_BCE_loss({}, {"batch_dice": True, "do_bg": True, "smooth": 1e-5, "ddp": False})
-    >>> x, y = torch.randn(2, 3, 4, 4, 4), torch.rand(2, 3, 4, 4, 4) > 0.5
-    >>> bool(torch.isclose(loss(x, torch.cat([y, torch.zeros_like(y[:, :1])], 1)), plain(x, y.float())))
-    True
-    """
-
-    def forward(self, net_output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if not self.use_ignore_label:
-            return super().forward(net_output, target)
-        mask = ~target[:, -1:] if target.dtype == torch.bool else (1 - target[:, -1:]).bool()
-        target_regions = target[:, :-1]
-        dc_loss = self.dc(net_output, target_regions, loss_mask=mask)
-        bce = self.ce(net_output, target_regions.float())  # reduction 'none' (set by nnU-Net's constructor)
-        ce_loss = (bce * mask).sum() / torch.clip(mask.sum() * target_regions.shape[1], min=1e-8)
-        return self.weight_ce * ce_loss + self.weight_dice * dc_loss
-
-
-@contextlib.contextmanager
-def masked_region_loss() -> Iterator[None]:
-    """Within the block, ``nnUNetTrainer._build_loss`` builds :class:`MaskedRegionLoss` for region-based training."""
-    import nnunetv2.training.nnUNetTrainer.nnUNetTrainer as trainer_module
-
-    original = trainer_module.DC_and_BCE_loss
-    trainer_module.DC_and_BCE_loss = MaskedRegionLoss
-    try:
-        yield
-    finally:
-        trainer_module.DC_and_BCE_loss = original
 
 
 class LabelHidingDataset:
@@ -371,10 +325,6 @@ class TargetLabelsMixin:
                                        f"(dropped {len(train_keys) - len(kept)} without labels)")
             self._split = (kept, val_keys)
         return self._split
-
-    def _build_loss(self):
-        with masked_region_loss():
-            return super()._build_loss()
 
     def get_tr_and_val_datasets(self):
         dataset_tr, dataset_val = super().get_tr_and_val_datasets()

@@ -94,3 +94,29 @@ def test_table2_plans_post_process_every_row_and_ensemble_dann_with_fine_tuning(
     assert plan.postprocessing == (*plan.strategies, "dann_finetune")  # postprocessing = true
     assert plan.postprocessing_metric == "lesion-dice"
     assert plan.ensemble_members == ("finetune", "dann")
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_trainer_of_a_shipped_plan_exists(name):
+    import nnunet_transfer.brainunet.trainers as brainunet
+    import nnunet_transfer.training.trainers as trainers
+
+    for key, strategy in load_plan(name).strategies.items():
+        assert hasattr(trainers, strategy.trainer) or hasattr(brainunet, strategy.trainer), (name, key, strategy.trainer)
+
+
+def test_the_uda_plans_run_every_regime_on_the_same_labelled_subset():
+    from nnunet_transfer import config
+
+    for name, labelled in (("brats_ssa_uda", "10"), ("demo_uda", "2")):
+        plan = load_plan(name)
+        strategies = plan.strategies
+        assert strategies["dann_unsupervised"].trainer.startswith("nnUNetTrainerDANNUnsupervised")
+        assert strategies["dann_semi"].trainer.startswith("nnUNetTrainerDANNSemiSupervised")
+        assert strategies["finetune_labelled"].trainer.startswith("nnUNetTrainerFineTuneLabelledSubset")
+        # semi-supervised DANN and its competitor see the same number of labelled target cases
+        assert strategies["dann_semi"].env == strategies["finetune_labelled"].env == \
+            {config.LABELLED_TARGET_CASES: labelled}
+        assert strategies["finetune_labelled"].init == "baseline" and plan.reference == "baseline"
+    assert all(s.trainer.endswith("_PaperRecipe") for s in load_plan("brats_ssa_uda").strategies.values())
+    assert load_plan("demo").strategies["dann_unsupervised"].trainer == "nnUNetTrainerDANNUnsupervised"
