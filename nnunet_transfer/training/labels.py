@@ -204,6 +204,13 @@ class TargetLabelsMixin:
     - ``label_seed``: the draw's seed.
     - ``hidden_label_use``: "mask" (hidden cases train, their segmentation loss masked) or
       "drop" (hidden and unlabelled cases are left out of the fold's training cases).
+    - ``batch_per_domain``: True makes every training batch hold the batch size the run
+      would otherwise have (the plans', or the paper recipe's 1) *per domain*: that many
+      source cases plus as many target cases (``target_share`` 0.5), as DANN's source and
+      target mini-batches. With the fixed batch split in half, masking the target half would
+      leave half the labelled cases per step of source-only training, and an unsupervised run
+      would compare adaptation with half the supervision. It doubles the memory and time of a
+      step (and of the validation batches, built with the same size).
 
     Target training cases are those of the trainer's target domain (``DomainAwareMixin``), or
     of dataset.json's ``target_domain`` / the rarest domain, or every training case of a
@@ -213,6 +220,7 @@ class TargetLabelsMixin:
     labelled_target_cases: LabelledSetting = None
     label_seed: int = 12345
     hidden_label_use: str = "mask"
+    batch_per_domain: bool = False
 
     # ---- configuration ---------------------------------------------------------------
     @classmethod
@@ -325,6 +333,21 @@ class TargetLabelsMixin:
                                        f"(dropped {len(train_keys) - len(kept)} without labels)")
             self._split = (kept, val_keys)
         return self._split
+
+    def get_dataloaders(self):
+        if not self.batch_per_domain:
+            return super().get_dataloaders()
+        if getattr(self, "target_share", None) != 0.5:
+            raise ValueError(f"{self.__class__.__name__}: batch_per_domain needs target_share = 0.5 (half of each "
+                             f"batch from each domain), got {getattr(self, 'target_share', None)}")
+        per_domain = self.batch_size
+        self.batch_size = 2 * per_domain
+        self.print_to_log_file(f"nnunet-transfer: batches of {self.batch_size} cases: {per_domain} source + "
+                               f"{per_domain} target (batch_per_domain)")
+        try:
+            return super().get_dataloaders()
+        finally:
+            self.batch_size = per_domain
 
     def get_tr_and_val_datasets(self):
         dataset_tr, dataset_val = super().get_tr_and_val_datasets()

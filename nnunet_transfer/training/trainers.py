@@ -80,18 +80,21 @@ class nnUNetTrainerDANNUnsupervised(TargetLabelsMixin, nnUNetTrainerDANN):
     """DANN with no target label: target cases train the domain classifier only (no checkpoint_best)."""
 
     labelled_target_cases = 0
+    batch_per_domain = True
 
 
 class nnUNetTrainerDANNSemiSupervised(TargetLabelsMixin, nnUNetTrainerDANN):
     """DANN with ``labelled_target_cases`` (10) labelled target training cases; the others' labels masked."""
 
     labelled_target_cases = 10
+    batch_per_domain = True
 
 
 class nnUNetTrainerDANNNoGRLUnsupervised(TargetLabelsMixin, nnUNetTrainerDANNNoGRL):
     """The unsupervised DANN without gradient reversal (ablation)."""
 
     labelled_target_cases = 0
+    batch_per_domain = True
 
 
 class nnUNetTrainerMixedDomainUnsupervised(TargetLabelsMixin, nnUNetTrainerMixedDomain):
@@ -99,6 +102,7 @@ class nnUNetTrainerMixedDomainUnsupervised(TargetLabelsMixin, nnUNetTrainerMixed
     the unsupervised DANN (the target images reach the network, their segmentation loss is masked)."""
 
     labelled_target_cases = 0
+    batch_per_domain = True
 
 
 class nnUNetTrainerFineTuneLabelledSubset(TargetLabelsMixin, nnUNetTrainerFineTune):

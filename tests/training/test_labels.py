@@ -304,3 +304,23 @@ def test_hidden_cases_seg_files_are_never_opened_and_their_class_locations_are_e
 def test_hiding_needs_an_ignore_label(preprocessed):
     with pytest.raises(ValueError, match="without an ignore label"):
         LabelHidingDataset(nnUNetDatasetBlosc2(str(preprocessed[0])), ["H1"], None)
+
+
+def test_batch_per_domain_gives_each_domain_the_batch_size(folders, monkeypatch):
+    """Unsupervised runs keep source-only training's labelled cases per step: B source + B target."""
+    from nnunet_transfer.training.mixed_domain import DomainAwareMixin
+    from nnunet_transfer.training.sampling import batch_domain_counts
+
+    seen = []
+    monkeypatch.setattr(DomainAwareMixin, "get_dataloaders", lambda self: seen.append(self.batch_size) or ("tr", "val"))
+    unsupervised = make(T.nnUNetTrainerDANNUnsupervised)
+    per_domain = unsupervised.batch_size
+    assert unsupervised.get_dataloaders() == ("tr", "val") and seen == [2 * per_domain]
+    assert unsupervised.batch_size == per_domain  # only the loaders see the doubled batch
+    assert batch_domain_counts(2 * per_domain, unsupervised.target_share) == per_domain
+    assert "batches of %d cases: %d source + %d target" % (2 * per_domain, per_domain, per_domain) in \
+        Path(unsupervised.log_file).read_text()
+    make(T.nnUNetTrainerDANN).get_dataloaders()  # the paper's DANN keeps its batch
+    assert seen == [2 * per_domain, per_domain]
+    assert T.nnUNetTrainerMixedDomainUnsupervised.batch_per_domain and T.nnUNetTrainerDANNSemiSupervised.batch_per_domain
+    assert not T.nnUNetTrainerFineTuneLabelledSubset.batch_per_domain
