@@ -59,8 +59,10 @@ def domain_accuracy(workdir: Path, trainers=("nnUNetTrainerDANNNoGRL", "nnUNetTr
     return lines
 
 
-def run_seed(seed: int, workdir: Path, extra: list, plan_name: str = "demo",
-             trainers=("nnUNetTrainerDANNNoGRL", "nnUNetTrainerDANN", "nnUNetTrainerDANNUnsupervised")) -> dict:
+DANN_TRAINERS = ("nnUNetTrainerDANNNoGRL", "nnUNetTrainerDANN", "nnUNetTrainerDANNUnsupervised")
+
+
+def run_seed(seed: int, workdir: Path, extra: list, plan_name: str = "demo", trainers=DANN_TRAINERS) -> dict:
     """Run the seeded demo plan ``plan_name`` in ``workdir``; its wall time, mean Dice per row, DANN accuracies."""
     workdir.mkdir(parents=True, exist_ok=True)
     plan = seeded_plan(seed, workdir / f"{plan_name}_seed{seed}.toml", plan_name)
@@ -94,21 +96,27 @@ def report(run: dict) -> bool:
     return met
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def run_seeds(description: str, plan_name: str = "demo", trainers=DANN_TRAINERS) -> list:
+    """Parse the shared options (``--workdir --seeds --keep --jobs``) and run the seeded plan per seed."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=None, help="parent folder (one sub-folder per seed)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--keep", action="store_true", help="keep the work dirs")
     parser.add_argument("--jobs", type=int, default=None, help="passed to the demo (default: the demo's own)")
     args = parser.parse_args()
-    parent = args.workdir or Path(tempfile.mkdtemp(prefix="bench_demo_"))
+    parent = args.workdir or Path(tempfile.mkdtemp(prefix=f"bench_{plan_name}_"))
     extra = ["--quiet"] if args.jobs is None else ["--quiet", "--jobs", str(args.jobs)]
-    runs = [run_seed(seed, parent / f"seed{seed}", extra) for seed in args.seeds]
-    met = [report(run) for run in runs]
+    try:
+        return [run_seed(seed, parent / f"seed{seed}", extra, plan_name, trainers) for seed in args.seeds]
+    finally:
+        if not args.keep and args.workdir is None:
+            shutil.rmtree(parent, ignore_errors=True)
+
+
+def main() -> int:
+    met = [report(run) for run in run_seeds(__doc__)]
     print(f"\ngoals met in {sum(met)} of {len(met)} seed(s): every strategy above the baseline, fine-tuning "
           f"by > {FINE_TUNE_MARGIN}, under {BUDGET_S // 60} min")
-    if not args.keep and args.workdir is None:
-        shutil.rmtree(parent, ignore_errors=True)
     return 0
 
 

@@ -15,14 +15,11 @@ this run, read from the comparison's ``comparison.json``.
 
 from __future__ import annotations
 
-import argparse
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_demo import run_seed  # noqa: E402  (the same seeded run of a shipped demo plan)
+from bench_demo import run_seeds  # noqa: E402  (the same seeded runs of a shipped demo plan)
 
 ROWS = {"source": "baseline", "unsupervised": "dann_unsupervised", "semi": "dann_semi", "supervised": "dann",
         "finetune": "finetune_labelled"}
@@ -52,21 +49,10 @@ def report(run: dict, labels: dict) -> bool:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", type=Path, default=None, help="parent folder (one sub-folder per seed)")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--keep", action="store_true", help="keep the work dirs")
-    parser.add_argument("--jobs", type=int, default=None, help="passed to the demo (default: the demo's own)")
-    args = parser.parse_args()
     labels = labels_of_plan()
-    parent = args.workdir or Path(tempfile.mkdtemp(prefix="bench_uda_"))
-    extra = ["--quiet"] if args.jobs is None else ["--quiet", "--jobs", str(args.jobs)]
-    runs = [run_seed(seed, parent / f"seed{seed}", extra, "demo_uda", TRAINERS) for seed in args.seeds]
-    met = [report(run, labels) for run in runs]
+    met = [report(run, labels) for run in run_seeds(__doc__, "demo_uda", TRAINERS)]
     print(f"\ngoals met in {sum(met)} of {len(met)} seed(s): unsupervised DANN above source-only, semi-supervised "
           f"between unsupervised and supervised")
-    if not args.keep and args.workdir is None:
-        shutil.rmtree(parent, ignore_errors=True)
     return 0
 
 
