@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from nnunet_transfer.experiments.plan import (PlanError, expand_source, load_plan, parse_plan, selected_strategies,
+from nnunet_transfer.experiments.plan import (PLANS_DIR, PlanError, expand_source, load_plan, parse_plan, selected_strategies,
                                               shipped_plan, tomllib)
 
 
@@ -66,7 +66,9 @@ def test_load_errors(tmp_path):
     bad.write_text("name = [unclosed\n")
     with pytest.raises(PlanError, match="bad.toml: not valid TOML"):
         load_plan(bad)
-    with pytest.raises(FileNotFoundError, match="shipped plans: brainunet, brats_ssa_table2, brats_ssa_table2_nnunet_recipe, demo, demo_brainunet"):
+    shipped = ", ".join(sorted(p.stem for p in PLANS_DIR.glob("*.toml")))  # the error lists every shipped plan
+    assert "brats_ssa_table2, brats_ssa_table2_nnunet_recipe, brats_ssa_uda, demo" in shipped
+    with pytest.raises(FileNotFoundError, match=f"shipped plans: {shipped}\\)"):
         load_plan(tmp_path / "missing.toml")
 
 
