@@ -33,7 +33,7 @@ SCHEDULE = {"nnUNetTransfer_num_epochs": str(EPOCHS), "nnUNetTransfer_iterations
             "nnUNetTransfer_test_time_mirroring": "0"}
 FAMILIES = {  # trainer -> starts from a pretrained model
     "nnUNetTrainerDANN": False,
-    "nnUNetTrainerMixedDomain": False,
+    "nnUNetTrainerDANNUnsupervised": False,  # domain-aware sampling, label hiding and its run state
     "nnUNetTrainerFineTune": True,
     "nnUNetTrainerFineTuneFrozenDecoder": True,
     "nnUNetTrainerFineTuneFrozenEncoder": True,
@@ -114,6 +114,9 @@ def test_kill_resume_and_revalidate(resume_env, trainer):
         steps = [stopped * ITERATIONS + s for s in range(ITERATIONS)]
         assert lambdas[0] == pytest.approx(np.mean([ganin_lambda(s / (EPOCHS * ITERATIONS)) for s in steps]),
                                            abs=1e-4)  # the reversal ramp continues, it does not restart
+    if "Unsupervised" in trainer:
+        assert run["target_labels"]["labelled"] == [] and run["target_labels"]["hidden"]
+        assert not (out_dir / "checkpoint_best.pth").exists()
     if "Frozen" in trainer:
         part = "encoder." if "Encoder" in trainer else "decoder."
         pretrained = load(resume_env["pretrained"])["network_weights"]
