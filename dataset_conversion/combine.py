@@ -28,8 +28,8 @@ from tqdm import tqdm
 from nnunet_transfer import config
 from nnunet_transfer.dataset_conversion import folders
 from nnunet_transfer.dataset_conversion.domains import read_domains
-from nnunet_transfer.dataset_conversion.labels import (IGNORE_KEY, UNLABELLED_KEY, ignore_value, unlabelled_cases,
-                                                       without_ignore)
+from nnunet_transfer.dataset_conversion.labels import (IGNORE_KEY, UNLABELLED_KEY, checked_unlabelled_cases,
+                                                       ignore_value, without_ignore)
 
 logger = logging.getLogger(__name__)
 
@@ -81,12 +81,7 @@ def combine_datasets(dataset_ids: Sequence[int], dataset_id: int, name: str, lin
                          f"({', '.join(f'{k}: {v}' for k, v in ignores.items())}); convert them with the same options")
     unlabelled: List[str] = []
     for source, data in zip(sources, jsons):
-        listed = unlabelled_cases(data)
-        training = folders.list_cases(source / "imagesTr", file_ending)
-        stray = [c for c in listed if c not in training]
-        if stray:
-            raise ValueError(f"{source.name}: dataset.json lists unlabelled case(s) that are not training cases in "
-                             f"imagesTr: {', '.join(stray[:10])}; fix its \"{UNLABELLED_KEY}\" list or convert it again")
+        listed = checked_unlabelled_cases(source.name, data, folders.list_cases(source / "imagesTr", file_ending))
         if listed and source.name not in ignores:
             raise ValueError(f"{source.name}: dataset.json lists unlabelled cases but its labels have no "
                              f"\"{IGNORE_KEY}\" entry; convert it again with --unlabelled")

@@ -19,7 +19,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Iterator, List, Mapping, Optional
+from typing import Collection, Iterator, List, Mapping, Optional
 
 #: The key of nnU-Net's ignore label in dataset.json ``labels``.
 IGNORE_KEY = "ignore"
@@ -69,3 +69,17 @@ def unlabelled_cases(dataset_json: Mapping) -> List[str]:
         raise ValueError(f"dataset.json of {name}: \"{UNLABELLED_KEY}\" must be a list of case ids, got {cases!r}; "
                          f"fix or remove that entry")
     return sorted(set(cases))
+
+
+def checked_unlabelled_cases(dataset_name: str, dataset_json: Mapping, training_cases: Collection[str]) -> List[str]:
+    """:func:`unlabelled_cases`, each of which must be one of ``training_cases`` (imagesTr).
+
+    >>> checked_unlabelled_cases("Dataset1_X", {"unlabelled": ["b"]}, ["a", "b"])
+    ['b']
+    """
+    listed = unlabelled_cases(dataset_json)
+    stray = [c for c in listed if c not in training_cases]
+    if stray:
+        raise ValueError(f"{dataset_name}: dataset.json lists unlabelled case(s) that are not training cases in "
+                         f"imagesTr: {', '.join(stray[:10])}; fix its \"{UNLABELLED_KEY}\" list or convert it again")
+    return listed

@@ -25,7 +25,7 @@ from typing import Dict, List, Sequence, Union
 from nnunet_transfer import config
 from nnunet_transfer.dataset_conversion import folders
 from nnunet_transfer.dataset_conversion.domains import read_domains
-from nnunet_transfer.dataset_conversion.labels import UNLABELLED_KEY, unlabelled_cases
+from nnunet_transfer.dataset_conversion.labels import UNLABELLED_KEY, checked_unlabelled_cases
 
 logger = logging.getLogger(__name__)
 
@@ -76,12 +76,7 @@ def write_target_splits(dataset_ids: Sequence[Union[int, str]], target_domain: s
     for dataset in dataset_ids:
         folder = folders.require_raw_dataset(raw, dataset)
         domains = training_domains(folder)
-        unlabelled = set(unlabelled_cases(folders.load_dataset_json(folder)))
-        stray = sorted(unlabelled - set(domains))
-        if stray:
-            raise ValueError(f"{folder.name}: dataset.json lists unlabelled case(s) that are not training cases in "
-                             f"imagesTr: {', '.join(stray[:10])}; fix its \"{UNLABELLED_KEY}\" list or convert it "
-                             f"again")
+        unlabelled = set(checked_unlabelled_cases(folder.name, folders.load_dataset_json(folder), domains))
         target = sorted(c for c, d in domains.items() if d == target_domain)
         if not target:
             found = ", ".join(sorted(set(domains.values())))
