@@ -27,6 +27,12 @@ The plugin's own knobs, all optional:
     the trainer's ``labelled_target_cases``, so that a plan's ``[env]`` table sets it per
     strategy; a resumed run must see the value it started with (or none).
 
+``nnUNetTransfer_seed``
+    Seed of every ``nnunet_transfer`` trainer's run (network initialisation and augmentation
+    workers, see ``nnunet_transfer.training.seeding``): an integer in [0, 2**32). Overrides the
+    trainer's ``seed`` attribute; unset, runs are unseeded as in nnU-Net. A resumed run keeps
+    the seed it started with.
+
 Example:
     >>> import os
     >>> os.environ["nnUNet_raw"] = "/data/raw"
@@ -51,6 +57,7 @@ VAL_ITERATIONS_PER_EPOCH = "nnUNetTransfer_val_iterations_per_epoch"
 SAVE_EVERY = "nnUNetTransfer_save_every"
 TEST_TIME_MIRRORING = "nnUNetTransfer_test_time_mirroring"
 LABELLED_TARGET_CASES = "nnUNetTransfer_labelled_target_cases"
+TRAINING_SEED = "nnUNetTransfer_seed"
 # nnU-Net's worker pools (nnUNet_n_proc_DA must never be 0: nnUNetv2_plan_experiment calls
 # torch.set_num_threads with it) and the thread counts of the libraries its commands use
 N_PROC_DA = "nnUNet_n_proc_DA"
@@ -181,6 +188,27 @@ def labelled_target_cases() -> Optional[Union[int, float]]:
         return number
     raise ValueError(f"{LABELLED_TARGET_CASES}={value!r} must be a number of target training cases (an integer >= 0, "
                      f"0 for none) or a fraction in (0, 1), e.g. 10 or 0.25 (unset it to use the trainer's default).")
+
+
+def training_seed() -> Optional[int]:
+    """``nnUNetTransfer_seed``: an int in [0, 2**32), or None when unset.
+
+    >>> os.environ[TRAINING_SEED] = "7"
+    >>> training_seed()
+    7
+    >>> del os.environ[TRAINING_SEED]
+    """
+    value = os.environ.get(TRAINING_SEED, "").strip()
+    if not value:
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if not 0 <= number < 2 ** 32:
+        raise ValueError(f"{TRAINING_SEED}={value!r} must be an integer in [0, 2**32), e.g. 0 (unset it for nnU-Net's "
+                         f"unseeded runs).")
+    return number
 
 
 def cpu_threads() -> Optional[int]:

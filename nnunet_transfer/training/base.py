@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from nnunetv2.utilities.helpers import dummy_context
 from torch import autocast
 
@@ -28,6 +29,7 @@ from nnunet_transfer.dataset_conversion.labels import unlabelled_cases
 from nnunet_transfer.training.checkpoints import CHECKPOINT_KEY, complete_checkpoint_writes
 from nnunet_transfer.training.losses import masked_region_loss
 from nnunet_transfer.training.lr_schedule import PolyWarmupLR
+from nnunet_transfer.training.seeding import seed_everything, seeded_augmenters, worker_seeds
 
 
 def host_values(loss: torch.Tensor, extras: Dict[str, Any]) -> Dict[str, Any]:
@@ -59,6 +61,8 @@ class TransferTrainerBase(nnUNetTrainer):
       training case (1251 for BraTS GLI); set ``validate_fold_all = True`` to keep it.
     - Learning rates follow ``PolyWarmupLR``: nnU-Net's poly decay (``poly_exponent``) per
       parameter group, after ``warmup_epochs`` of linear warm-up (capped at a tenth of training).
+    - ``seed`` (or ``nnUNetTransfer_seed``) seeds the run: network initialisation and the
+      augmentation workers (:mod:`nnunet_transfer.training.seeding`); saved in the run state.
     """
 
     poly_exponent: float = 0.9
@@ -67,6 +71,8 @@ class TransferTrainerBase(nnUNetTrainer):
     validate_fold_all: bool = False
     #: ``False`` trains without deep supervision (one output, one loss term); ``None`` keeps nnU-Net's (on).
     deep_supervision: Optional[bool] = None
+    #: seed of the run; None (and no ``nnUNetTransfer_seed``): unseeded, as nnU-Net's runs
+    seed: Optional[int] = None
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -75,6 +81,8 @@ class TransferTrainerBase(nnUNetTrainer):
         self._split: Optional[Tuple[List[str], List[str]]] = None
         #: the run state of the checkpoint being loaded ({} if it has none); None for a fresh run
         self.resumed_run: Optional[dict] = None
+        #: the seed this run uses (decided in ``initialize``: the resumed run's, else the requested one)
+        self.training_seed: Optional[int] = None
         self.configure_knobs()
         threads = config.cpu_threads()
         if self.device.type == "cpu" and threads and torch.get_num_threads() != threads:
@@ -135,7 +143,8 @@ class TransferTrainerBase(nnUNetTrainer):
 
     def run_state(self) -> dict:
         """What this run decided at its start; mixins add their entries. Saved in every checkpoint."""
-        return {"trainer": self.__class__.__name__, "nnunet_transfer_version": __version__}
+        return {"trainer": self.__class__.__name__, "nnunet_transfer_version": __version__,
+                "seed": self.training_seed}
 
     def resumed_decision(self, key: str, missing: Optional[str] = None) -> Optional[Any]:
         """What the run being resumed decided under ``key`` of its run state; None for a fresh run.
@@ -167,6 +176,44 @@ class TransferTrainerBase(nnUNetTrainer):
 
     def on_checkpoint_loaded(self) -> None:
         """Called after a checkpoint's weights and the plugin's state are restored (checks go here)."""
+
+    # ---- seeding -------------------------------------------------------------------------
+    def _decide_seed(self) -> None:
+        requested = config.training_seed()
+        source = config.TRAINING_SEED
+        if requested is None and self.seed is not None:
+            requested, source = int(self.seed), "the trainer's seed"
+        if self.resumed_run is not None:
+            saved = self.resumed_run.get("seed")  # checkpoints of unseeded (or older) runs hold none
+            if requested is not None and requested != saved:
+                raise RuntimeError(
+                    f"{self.__class__.__name__}: {source} is {requested}, but the checkpoint's run "
+                    f"{'was unseeded' if saved is None else f'used seed {saved}'}; a resumed run keeps its seed. Fix: "
+                    f"{'unset ' + config.TRAINING_SEED if saved is None else f'set {config.TRAINING_SEED}={saved} or unset it'}, "
+                    f"or train anew without --c.")
+            self.training_seed = saved
+        else:
+            self.training_seed = requested
+        if self.training_seed is not None:
+            self.print_to_log_file(f"nnunet-transfer: seed {self.training_seed} (network initialisation and "
+                                   f"augmentation workers{'; resumed run' if self.resumed_run is not None else ''})")
+
+    def initialize(self):
+        if not self.was_initialized:
+            self._decide_seed()
+            if self.training_seed is not None:
+                seed_everything(self.training_seed)
+        super().initialize()
+
+    def get_dataloaders(self):
+        """nnU-Net's loaders; with a seed, its workers draw from (seed, epoch, rank) instead of the OS."""
+        if self.training_seed is None:
+            return super().get_dataloaders()
+        key = (self.training_seed, self.current_epoch, self.local_rank)
+        seed_everything(*key)  # the main process draws batches itself when nnUNet_n_proc_DA is 0
+        n = max(1, get_allowed_n_proc_DA())
+        with seeded_augmenters(worker_seeds(*key, "train", n), worker_seeds(*key, "val", n)):
+            return super().get_dataloaders()
 
     # ---- nnU-Net overrides -------------------------------------------------------------
     def effective_warmup_epochs(self) -> int:
