@@ -3,8 +3,9 @@
 Goals (issue 14): in each of three seeds (``--seeds 0 1 2``) every transfer strategy beats
 the source-only baseline in mean target-domain (SSA) Dice, fine-tuning by at least 0.05, and
 the whole demo finishes within 10 minutes on a 2-core CPU machine. A seed changes the
-synthetic cases of both domains and the target-domain split (the plan's ``seed`` and
-``split_seed``); everything else is the shipped ``demo`` plan. Prints, per seed, the wall time
+synthetic cases of both domains, the target-domain split and the trainings (the plan's
+``seed``, ``split_seed`` and ``nnUNetTransfer_seed``); everything else is the shipped ``demo``
+plan, so a rerun of one seed repeats its table. Prints, per seed, the wall time
 with its ratio to the budget and each strategy's mean Dice with its margin over the baseline,
 all from this run; then the domain classifier's training accuracy of both DANN rows (issue 11:
 high without gradient reversal, near chance with it).
@@ -34,14 +35,16 @@ ACCURACY = re.compile(r"nnunet-transfer: seg_loss [-0-9.]+, domain_loss ([0-9.]+
 
 
 def seeded_plan(seed: int, out: Path, plan: str = "demo") -> Path:
-    """The shipped demo plan ``plan`` with the synthetic cases and the split drawn from ``seed``."""
+    """The shipped demo plan ``plan`` with the synthetic cases, the split and the trainings seeded by ``seed``."""
     from nnunet_transfer.experiments.plan import shipped_plan
 
     text = Path(shipped_plan(plan)).read_text()
     text, n = re.subn(r"(?m)^seed = \d+$", f"seed = {seed}", text)
     text, m = re.subn(r"(?m)^split_seed = (\d+)$", lambda g: f"split_seed = {int(g.group(1)) + seed}", text)
-    if n != 2 or m != 1:
-        raise RuntimeError(f"the demo plan changed shape: expected 2 dataset seeds and 1 split_seed, found {n} and {m}")
+    text, t = re.subn(r"(?m)^nnUNetTransfer_seed = \d+$", f"nnUNetTransfer_seed = {seed}", text)
+    if (n, m, t) != (2, 1, 1):
+        raise RuntimeError(f"the demo plan changed shape: expected 2 dataset seeds, 1 split_seed and 1 "
+                           f"nnUNetTransfer_seed, found {n}, {m} and {t}")
     out.write_text(text)
     return out
 

@@ -27,6 +27,12 @@ The plugin's own knobs, all optional:
     the trainer's ``labelled_target_cases``, so that a plan's ``[env]`` table sets it per
     strategy; a resumed run must see the value it started with (or none).
 
+``nnUNetTransfer_initial_lr``
+    The initial learning rate of every ``nnunet_transfer`` trainer, over its class default
+    (nnU-Net's 1e-2, fine-tuning's 1e-3, the paper recipe's 6e-5): a positive number. Meant
+    for a plan's per-strategy ``[env]`` (the CPU demo fine-tunes at nnU-Net's 1e-2). The run
+    records it; a resumed run must see the value it started with.
+
 ``nnUNetTransfer_seed``
     Seed of every ``nnunet_transfer`` trainer's run (network initialisation and augmentation
     workers, see ``nnunet_transfer.training.seeding``): an integer in [0, 2**32). Overrides the
@@ -58,6 +64,7 @@ SAVE_EVERY = "nnUNetTransfer_save_every"
 TEST_TIME_MIRRORING = "nnUNetTransfer_test_time_mirroring"
 LABELLED_TARGET_CASES = "nnUNetTransfer_labelled_target_cases"
 TRAINING_SEED = "nnUNetTransfer_seed"
+INITIAL_LR = "nnUNetTransfer_initial_lr"
 # nnU-Net's worker pools (nnUNet_n_proc_DA must never be 0: nnUNetv2_plan_experiment calls
 # torch.set_num_threads with it) and the thread counts of the libraries its commands use
 N_PROC_DA = "nnUNet_n_proc_DA"
@@ -188,6 +195,27 @@ def labelled_target_cases() -> Optional[Union[int, float]]:
         return number
     raise ValueError(f"{LABELLED_TARGET_CASES}={value!r} must be a number of target training cases (an integer >= 0, "
                      f"0 for none) or a fraction in (0, 1), e.g. 10 or 0.25 (unset it to use the trainer's default).")
+
+
+def initial_lr() -> Optional[float]:
+    """``nnUNetTransfer_initial_lr``: a positive float, or None when unset.
+
+    >>> os.environ[INITIAL_LR] = "1e-2"
+    >>> initial_lr()
+    0.01
+    >>> del os.environ[INITIAL_LR]
+    """
+    value = os.environ.get(INITIAL_LR, "").strip()
+    if not value:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if not 0.0 < number < float("inf"):
+        raise ValueError(f"{INITIAL_LR}={value!r} must be a positive number, e.g. 1e-2 (unset it to use the "
+                         f"trainer's default).")
+    return number
 
 
 def training_seed() -> Optional[int]:

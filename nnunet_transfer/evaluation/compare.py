@@ -37,7 +37,9 @@ combined-dataset rows differ in one design choice only, e.g. that Combined (unif
 vs Combined (balanced batches) isolates the sampling and Combined (balanced batches) vs DANN
 isolates the domain loss. A row's design is read from its trainer class (this plugin's
 ``-tr`` name in an nnU-Net results folder path, ``.../DatasetXXX/Trainer__Plans__Config``);
-rows compare only when dataset, plans, configuration and recipe match.
+rows compare only when dataset, plans, configuration and recipe match. Further notes quote
+each trained row's optimizer, initial learning rate, schedule, batch size and seed from
+nnU-Net's ``fold_k/debug.json`` (:mod:`.recipes`).
 
 Example:
     >>> result = compare_strategies(  # doctest: +SKIP
@@ -65,6 +67,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from nnunet_transfer.evaluation.metrics import EMPTY_PENALTY
+from nnunet_transfer.evaluation.recipes import recipe_notes
 
 logger = logging.getLogger(__name__)
 PathLike = Union[str, Path]
@@ -583,7 +586,8 @@ def compare_strategies(strategies: Mapping[str, Union[PathLike, Sequence[PathLik
                                               file_ending, folds) for name, paths in strategies.items()}
     result = build_table(data, reference, labels)
     designs = {name: mixed_domain_design(paths) for name, paths in strategies.items()}
-    result["notes"] = design_notes({name: d for name, d in designs.items() if d is not None})
+    result["notes"] = design_notes({name: d for name, d in designs.items() if d is not None}) + \
+        recipe_notes(strategies, result["folds"])
     markdown = to_markdown(result)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

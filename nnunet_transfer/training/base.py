@@ -93,6 +93,11 @@ class TransferTrainerBase(nnUNetTrainer):
         for name, value in config.schedule_overrides().items():
             setattr(self, name, value)
             self.print_to_log_file(f"nnunet-transfer: {name} = {value} (set by the environment)")
+        lr = config.initial_lr()
+        if lr is not None:
+            self.print_to_log_file(f"nnunet-transfer: initial_lr = {lr} instead of {self.initial_lr} "
+                                   f"({config.INITIAL_LR})")
+            self.initial_lr = lr
 
     # ---- hooks -------------------------------------------------------------------------
     @classmethod
@@ -144,7 +149,7 @@ class TransferTrainerBase(nnUNetTrainer):
     def run_state(self) -> dict:
         """What this run decided at its start; mixins add their entries. Saved in every checkpoint."""
         return {"trainer": self.__class__.__name__, "nnunet_transfer_version": __version__,
-                "seed": self.training_seed}
+                "seed": self.training_seed, "initial_lr": self.initial_lr}
 
     def resumed_decision(self, key: str, missing: Optional[str] = None) -> Optional[Any]:
         """What the run being resumed decided under ``key`` of its run state; None for a fresh run.
@@ -198,8 +203,18 @@ class TransferTrainerBase(nnUNetTrainer):
             self.print_to_log_file(f"nnunet-transfer: seed {self.training_seed} (network initialisation and "
                                    f"augmentation workers{'; resumed run' if self.resumed_run is not None else ''})")
 
+    def _check_resumed_lr(self) -> None:
+        saved = self.resumed_decision("initial_lr")  # None in older checkpoints: nothing to compare
+        if saved is not None and float(saved) != float(self.initial_lr):
+            raise RuntimeError(
+                f"{self.__class__.__name__}: the checkpoint's run started with initial_lr {saved}, this one would use "
+                f"{self.initial_lr} (the trainer's default, or {config.INITIAL_LR}); a resumed run keeps its learning "
+                f"rate schedule. Fix: set {config.INITIAL_LR}={saved} (or unset it, if that was the default), or "
+                f"train anew without --c.")
+
     def initialize(self):
         if not self.was_initialized:
+            self._check_resumed_lr()
             self._decide_seed()
             if self.training_seed is not None:
                 seed_everything(self.training_seed)

@@ -1,0 +1,77 @@
+"""What each row of a comparison trained with, read from nnU-Net's own ``debug.json``.
+
+nnU-Net writes ``fold_k/debug.json`` (the trainer's attributes) when a training starts. The
+comparison's notes quote, per row, the optimizer, initial learning rate, schedule, batch size
+and seed from it, so that a row whose recipe a plan changed (for example the demo's
+fine-tuning at ``nnUNetTransfer_initial_lr = 1e-2``) says so in the table itself. Rows without a
+results folder (predictions of the source model) are left out; folds that disagree are named.
+
+Example:
+    >>> describe({"optimizer": "SGD (\\nParameter Group 0 ...", "initial_lr": 0.01, "num_epochs": 4,
+    ...           "num_iterations_per_epoch": 50, "batch_size": 2, "poly_exponent": 0.9, "training_seed": 0})
+    'SGD, initial lr 0.01, poly 0.9, 4 epochs x 50 iterations, batch size 2, seed 0'
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence, Union
+
+PathLike = Union[str, Path]
+
+
+def describe(debug: Mapping) -> str:
+    """One line for a training's ``debug.json`` values (missing entries are left out)."""
+    parts = []
+    optimizer = str(debug.get("optimizer", "")).split("(")[0].strip()
+    if optimizer:
+        parts.append(optimizer)
+    if debug.get("initial_lr") is not None:
+        parts.append(f"initial lr {float(debug['initial_lr']):g}")
+    if debug.get("poly_exponent") is not None:
+        parts.append(f"poly {float(debug['poly_exponent']):g}")
+    if debug.get("num_epochs") is not None and debug.get("num_iterations_per_epoch") is not None:
+        parts.append(f"{debug['num_epochs']} epochs x {debug['num_iterations_per_epoch']} iterations")
+    if debug.get("batch_size") is not None:
+        parts.append(f"batch size {debug['batch_size']}")
+    if "training_seed" in debug:  # this plugin's trainers; stock nnU-Net records none
+        seed = debug["training_seed"]
+        parts.append("unseeded" if seed in (None, "None") else f"seed {seed}")
+    return ", ".join(parts)
+
+
+def row_recipe(paths: Union[PathLike, Sequence[PathLike]], folds: Optional[Sequence[str]] = None) -> Optional[str]:
+    """The recipe of a row's training folds (one line; per fold when they differ), or None without any."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    found: Dict[str, str] = {}
+    for raw in paths:
+        path = Path(os.path.expandvars(str(raw))).expanduser()
+        if not path.is_dir():
+            continue
+        for debug in sorted(path.glob("fold_*/debug.json")):
+            fold = debug.parent.name[len("fold_"):]
+            if fold == "all" or (folds is not None and fold not in set(map(str, folds))):
+                continue
+            try:
+                found[fold] = describe(json.loads(debug.read_text()))
+            except (OSError, ValueError):
+                continue
+    if not found:
+        return None
+    if len(set(found.values())) == 1:
+        return next(iter(found.values()))
+    return "; ".join(f"fold {fold}: {text}" for fold, text in sorted(found.items()))
+
+
+def recipe_notes(strategies: Mapping[str, Union[PathLike, Sequence[PathLike]]],
+                 folds: Optional[Sequence[str]] = None) -> List[str]:
+    """One note per recipe: the rows that trained with it (from nnU-Net's debug.json)."""
+    groups: Dict[str, List[str]] = {}
+    for name, paths in strategies.items():
+        recipe = row_recipe(paths, folds)
+        if recipe:
+            groups.setdefault(recipe, []).append(name)
+    return [f"Trained with {recipe} (nnU-Net's debug.json): {', '.join(names)}." for recipe, names in groups.items()]
