@@ -1,26 +1,33 @@
-"""nnU-Net's own model selection, ensembling and post-processing on this plugin's results folders.
+"""nnU-Net's own model selection, ensembling and post-processing on this plugin's results folders,
+over the plans' 10 target folds.
 
-Two plugin trainers (DANN and the uniform mixed-domain "Combined" row) train on the tiny
-dataset's disjoint target folds with ``--npz``; then, through the real console scripts:
+The module builds a dataset of its own (2 GLI and 10 SSA cases of 32^3 voxels, the tiny
+plans) and gives it 10 SSA-only folds with ``nnunet-transfer splits --folds 10``: each fold
+validates one SSA case and trains on the other nine and both GLI cases. Two plugin trainers
+(DANN and the uniform mixed-domain "Combined" row) train fold 0 for real with ``--npz`` (one
+short epoch). **Folds 1-9 share that fold-0 checkpoint** (``checkpoint_final.pth`` copied into
+``fold_k``): the commands under test only read the folds' validation outputs, and training ten
+folds per trainer would take minutes. Every fold's validation (``.nii.gz``, ``.npz``, ``.pkl``,
+``summary.json``) is still written by nnU-Net's own validation: ``run_training(...,
+only_run_validation=True, export_validation_probabilities=True)``, which is what
+``nnUNetv2_train ... k --val --npz`` runs, with all of one trainer's folds in one process to spare
+18 start-ups. Then, through the real console scripts:
 
-* ``nnUNetv2_find_best_configuration`` selects among them and their ensemble and writes its
-  ``postprocessing.pkl``;
+* ``nnUNetv2_find_best_configuration -f 0 1 ... 9`` pools each model's 10 folds, selects among
+  the two models and their ensemble, and writes its ``postprocessing.pkl``;
 * ``nnUNetv2_ensemble`` on the members' pooled fold probabilities equals nnU-Net's ensemble and
-  ``nnunet-transfer ensemble-folds`` (the fold-structured ensemble row);
+  ``nnunet-transfer ensemble-folds`` (the fold-structured ensemble row), case by case;
 * ``nnUNetv2_apply_postprocessing`` applies nnU-Net's rules to the ensemble;
 * ``nnunet-transfer tune-postprocessing``, ``apply-postprocessing`` and ``compare
-  --postprocessing`` add "+ post-processing" rows for a model and for the ensemble.
-
-The fixture's folds 0-2 each validate one SSA case (fold 3 validates all of them again, so it
-cannot be pooled with the others); two of them keep the four trainings within one round of
-concurrent jobs on a 2-core machine. Nothing here depends on the number of folds: the same
-commands serve the plans' 10 target folds (``-f 0 1 ... 9``).
+  --postprocessing`` add "+ post-processing" rows for a model and for the ensemble, pooling all
+  10 folds in numeric order.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,14 +35,32 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from tests.conftest import cli, run_cmd
-from tests.integration.conftest import DATASET, PLANS, SSA, train
+from nnunet_transfer.planning import shrink_plans, write_plans
+from tests.conftest import cli, nnunet_folders, run_cmd
+from tests.integration.conftest import PLANS, SHORT, _write_case
 
 pytestmark = pytest.mark.integration
 
-FOLDS = ["0", "1"]
+DATASET_ID = "902"
+DATASET = "Dataset902_TenTargetFolds"
+GLI = [f"BraTS-GLI-{i:05d}-000" for i in range(2)]
+SSA = [f"BraTS-SSA-{i:05d}-000" for i in range(10)]
+FOLDS = [str(k) for k in range(10)]
 TRAINERS = ["nnUNetTrainerDANN", "nnUNetTrainerMixedDomainUniform"]
-SCHEDULE = {"nnUNetTransfer_num_epochs": "1", "nnUNetTransfer_test_time_mirroring": "0"}
+SCHEDULE = {**SHORT, "nnUNetTransfer_num_epochs": "1", "nnUNetTransfer_test_time_mirroring": "0"}
+
+# nnU-Net's validation of every given fold of one trainer, as `nnUNetv2_train D 3d_fullres k -tr T -p P
+# --val --npz -device cpu` runs it, in one process. Passed with `python -c`: nnU-Net's spawned export
+# workers then have no main module to re-import.
+VALIDATE = """
+import sys
+import torch
+from nnunetv2.run.run_training import run_training
+dataset, trainer, plans, *folds = sys.argv[1:]
+for fold in folds:
+    run_training(dataset, "3d_fullres", fold, trainer, plans, export_validation_probabilities=True,
+                 only_run_validation=True, device=torch.device("cpu"))
+"""
 
 
 def model(env: dict, trainer: str) -> Path:
@@ -47,33 +72,72 @@ def labels(path: Path) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def trained(tiny, tmp_path_factory):
-    """Both trainers on every fold, with probabilities, in a results folder of their own."""
-    env = {**tiny["env"], "nnUNet_results": str(tmp_path_factory.mktemp("pp_results"))}
-    jobs = [(trainer, fold) for trainer in TRAINERS for fold in FOLDS]
-    with ThreadPoolExecutor(len(jobs)) as pool:  # trainings mostly wait on worker start-up
-        for future in [pool.submit(train, {**tiny, "env": env}, t, f, "--npz", **SCHEDULE) for t, f in jobs]:
+def trained(tmp_path_factory):
+    """Both trainers' validations of all 10 target folds, with probabilities (see the module docstring)."""
+    env = nnunet_folders(tmp_path_factory.mktemp("ten_folds"))
+    raw = Path(env["nnUNet_raw"]) / DATASET
+    (raw / "imagesTr").mkdir(parents=True)
+    (raw / "labelsTr").mkdir()
+    rng = np.random.default_rng(2)
+    for case in GLI + SSA:
+        _write_case(raw, case, rng, case in SSA)
+    (raw / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "T1", "1": "T1Gd", "2": "T2", "3": "FLAIR"},
+        "labels": {"background": 0, "NCR": 1, "ED": 2, "ET": 3}, "numTraining": len(GLI + SSA),
+        "file_ending": ".nii.gz", "domains": {c: ("SSA" if c in SSA else "GLI") for c in GLI + SSA},
+        "target_domain": "SSA"}))  # the minority domain (GLI here) would be the target otherwise
+    run_cmd([sys.executable, "-c", "from nnunet_transfer.planning import extract_fingerprint; "
+             f"extract_fingerprint({DATASET_ID}, foreground_voxels=1e4)"], env)
+    run_cmd(["nnUNetv2_plan_experiment", "-d", DATASET_ID], env)
+    pre = Path(env["nnUNet_preprocessed"]) / DATASET
+    plans = json.loads((pre / "nnUNetPlans.json").read_text())
+    write_plans(pre, shrink_plans(plans, PLANS, max_features=16, n_stages=3, patch_size=(32, 32, 32), batch_size=2))
+    run_cmd(["nnUNetv2_preprocess", "-d", DATASET_ID, "-plans_name", PLANS, "-c", "3d_fullres", "-np", "1"], env)
+    run_cmd(cli("splits", DATASET_ID, "--target-domain", "SSA", "--folds", "10"), env)
+    splits = json.loads((pre / "splits_final.json").read_text())
+    assert len(splits) == 10 and sorted(c for s in splits for c in s["val"]) == SSA
+    assert all(len(s["val"]) == 1 and set(s["train"]) == set(GLI + SSA) - set(s["val"]) for s in splits)
+
+    def fold_zero(trainer: str) -> None:
+        run_cmd(["nnUNetv2_train", DATASET_ID, "3d_fullres", "0", "-tr", trainer, "-p", PLANS, "-device", "cpu",
+                 "--npz"], {**env, **SCHEDULE})
+        for fold in FOLDS[1:]:
+            (model(env, trainer) / f"fold_{fold}").mkdir()
+            shutil.copy(model(env, trainer) / "fold_0" / "checkpoint_final.pth",
+                        model(env, trainer) / f"fold_{fold}" / "checkpoint_final.pth")
+        run_cmd([sys.executable, "-c", VALIDATE, DATASET_ID, trainer, PLANS, *FOLDS[1:]], {**env, **SCHEDULE})
+
+    with ThreadPoolExecutor(len(TRAINERS)) as pool:  # one trainer per core
+        for future in [pool.submit(fold_zero, trainer) for trainer in TRAINERS]:
             future.result()
-    for trainer, fold in jobs:
-        validation = model(env, trainer) / f"fold_{fold}" / "validation"
-        assert sorted(p.name for p in validation.glob("*.npz")) == [f"{SSA[int(fold)]}.npz"]
-    return {"env": env, "tmp": tmp_path_factory.mktemp("pp_work")}
+    val_case = {str(k): split["val"][0] for k, split in enumerate(splits)}
+    for trainer in TRAINERS:
+        for fold in FOLDS:
+            validation = model(env, trainer) / f"fold_{fold}" / "validation"
+            case = val_case[fold]
+            assert sorted(p.name for p in validation.iterdir()) == sorted(
+                [f"{case}.nii.gz", f"{case}.npz", f"{case}.pkl", "summary.json"])
+    return {"env": env, "tmp": tmp_path_factory.mktemp("pp_work"), "val_case": val_case}
 
 
-def test_nnunet_selection_ensembling_and_postprocessing(trained):
-    env, tmp = trained["env"], trained["tmp"]
-    run_cmd(["nnUNetv2_find_best_configuration", "901", "-c", "3d_fullres", "-p", PLANS, "-tr", *TRAINERS,
+def test_nnunet_selection_ensembling_and_postprocessing_on_10_folds(trained):
+    env, tmp, val_case = trained["env"], trained["tmp"], trained["val_case"]
+    run_cmd(["nnUNetv2_find_best_configuration", DATASET_ID, "-c", "3d_fullres", "-p", PLANS, "-tr", *TRAINERS,
              "-f", *FOLDS, "-np", "1"], env)
     results = Path(env["nnUNet_results"]) / DATASET
     info = json.loads((results / "inference_information.json").read_text())
     identifiers = [f"{t}__{PLANS}__3d_fullres" for t in TRAINERS]
     ensemble_name = f"ensemble___{identifiers[0]}___{identifiers[1]}___{'_'.join(FOLDS)}"
     assert set(info["all_results"]) == {*identifiers, ensemble_name}
+    assert info["best_model_or_ensemble"]["selected_model_or_models"]
     pp_pkl = Path(info["best_model_or_ensemble"]["postprocessing_file"])
     assert pp_pkl.is_file()
+    for identifier in identifiers:  # each model's 10 folds pooled by nnU-Net
+        crossval = results / identifier / f"crossval_results_folds_{'_'.join(FOLDS)}"
+        assert sorted(p.name for p in crossval.glob("*.nii.gz")) == [f"{c}.nii.gz" for c in SSA]
     nnunet_ensemble = results / "ensembles" / ensemble_name
-    cases = [SSA[int(f)] for f in FOLDS]
-    assert sorted(p.name for p in nnunet_ensemble.glob("*.nii.gz")) == [f"{c}.nii.gz" for c in cases]
+    assert sorted(p.name for p in nnunet_ensemble.glob("*.nii.gz")) == [f"{c}.nii.gz" for c in SSA]
+    assert len(json.loads((nnunet_ensemble / "summary.json").read_text())["metric_per_case"]) == len(SSA)
 
     # nnUNetv2_ensemble on each member's pooled fold probabilities (with its dataset.json and plans.json)
     pooled = []
@@ -85,20 +149,26 @@ def test_nnunet_selection_ensembling_and_postprocessing(trained):
         for fold in FOLDS:
             for f in (model(env, trainer) / f"fold_{fold}" / "validation").glob("*.[np][pk][zl]"):
                 shutil.copy(f, folder / f.name)
+        assert len(list(folder.glob("*.npz"))) == len(SSA)
         pooled.append(str(folder))
     run_cmd(["nnUNetv2_ensemble", "-i", *pooled, "-o", str(tmp / "ensemble"), "-np", "1"], env)
+    assert sorted(p.name for p in (tmp / "ensemble").glob("*.nii.gz")) == [f"{c}.nii.gz" for c in SSA]
     run_cmd(cli("ensemble-folds", *(str(model(env, t)) for t in TRAINERS), "-o", str(tmp / "ensemble_folds"),
                 "-f", *FOLDS), env)
+    assert json.loads((tmp / "ensemble_folds" / "ensemble.json").read_text())["folds"] == FOLDS
     for fold in FOLDS:
-        case = SSA[int(fold)]
-        ours = labels(tmp / "ensemble_folds" / f"fold_{fold}" / "validation" / f"{case}.nii.gz")
+        case = val_case[fold]
+        validation = tmp / "ensemble_folds" / f"fold_{fold}" / "validation"
+        assert sorted(p.name for p in validation.glob("*.nii.gz")) == [f"{case}.nii.gz"]
+        ours = labels(validation / f"{case}.nii.gz")
         assert np.array_equal(ours, labels(tmp / "ensemble" / f"{case}.nii.gz"))
         assert np.array_equal(ours, labels(nnunet_ensemble / f"{case}.nii.gz"))
 
     # nnUNetv2_apply_postprocessing with nnU-Net's own rules, on the ensemble
     run_cmd(["nnUNetv2_apply_postprocessing", "-i", str(tmp / "ensemble"), "-o", str(tmp / "ensemble_pp"),
              "-pp_pkl_file", str(pp_pkl), "-np", "1", "-plans_json", pooled[0] + "/plans.json"], env)
-    for case in cases:
+    assert sorted(p.name for p in (tmp / "ensemble_pp").glob("*.nii.gz")) == [f"{c}.nii.gz" for c in SSA]
+    for case in SSA:
         pp = sitk.ReadImage(str(tmp / "ensemble_pp" / f"{case}.nii.gz"))
         assert pp.GetSize() == (32, 32, 32) and set(np.unique(sitk.GetArrayFromImage(pp))) <= {0, 1, 2, 3}
 
@@ -107,16 +177,18 @@ def test_nnunet_selection_ensembling_and_postprocessing(trained):
     out = run_cmd(cli("tune-postprocessing", str(dann), "-f", *FOLDS), env).stdout
     assert "min_component_mm3.WT" in out and (dann / "brats_postprocessing.json").is_file()
     tuning = json.loads((dann / "brats_postprocessing.json").read_text())["tuning"]
-    assert tuning["folds"] == FOLDS and tuning["n_cases"] == len(FOLDS)
+    assert tuning["folds"] == FOLDS and tuning["n_cases"] == len(SSA)
     assert tuning["sources"]["labels"].endswith(f"{DATASET}/gt_segmentations")
-    run_cmd(cli("tune-postprocessing", "--predictions", str(tmp / "ensemble_folds")), env)
+    run_cmd(cli("tune-postprocessing", "--predictions", str(tmp / "ensemble_folds")), env)  # every fold_k
+    ensemble_tuning = json.loads((tmp / "ensemble_folds" / "brats_postprocessing.json").read_text())["tuning"]
+    assert ensemble_tuning["folds"] == FOLDS and ensemble_tuning["n_cases"] == len(SSA)
     run_cmd(cli("apply-postprocessing", str(tmp / "ensemble_pp"), str(tmp / "ensemble_pp_brats"), "--rules",
                 str(tmp / "ensemble_folds" / "brats_postprocessing.json")), env)
-    assert len(list((tmp / "ensemble_pp_brats").glob("*.nii.gz"))) == len(cases)
+    assert len(list((tmp / "ensemble_pp_brats").glob("*.nii.gz"))) == len(SSA)
     run_cmd(cli("compare", "-s", f"DANN={dann}", "-s", f"DANN + Combined={tmp / 'ensemble_folds'}", "-r", "DANN",
-                "-o", str(tmp / "comparison"), "--folds", *FOLDS, "--postprocessing", "DANN",
-                "--postprocessing", "DANN + Combined"), env)
+                "-o", str(tmp / "comparison"), "--postprocessing", "DANN", "--postprocessing", "DANN + Combined"),
+            env)  # every fold_k of each strategy
     table = json.loads((tmp / "comparison" / "comparison.json").read_text())
     assert table["strategies"] == ["DANN", "DANN + post-processing", "DANN + Combined",
                                    "DANN + Combined + post-processing"]
-    assert table["folds"] == FOLDS and table["case_ids"] == cases
+    assert table["folds"] == FOLDS and table["case_ids"] == [val_case[f] for f in FOLDS]
