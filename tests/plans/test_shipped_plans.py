@@ -57,7 +57,10 @@ def test_shipped_plans_load():
     demo = load_plan("demo")  # a shipped plan by name
     assert demo.source.is_synth and demo.training_plans == "nnUNetPlansTiny"
     assert demo.fingerprint_voxels == 1e5 and demo.env["nnUNetTransfer_num_epochs"] == "4"
-    assert demo.strategies["finetune"].env == {}  # fine-tuning: the same 200 steps as training from scratch
+    # fine-tuning: the same 200 steps as training from scratch, at nnU-Net's learning rate; every training seeded
+    assert demo.strategies["finetune"].env == demo.strategies["finetune_frozen_decoder"].env == {
+        "nnUNetTransfer_initial_lr": "0.01"}
+    assert demo.env["nnUNetTransfer_seed"] == "0"
     assert all(spec.convert_args == ("--regions",) for spec in demo.datasets.values() if not spec.combine)
     assert demo.strategies["dann"].env == {} and demo.test_time_mirroring is False
     assert demo.strategies["combined_balanced"].trainer == "nnUNetTrainerMixedDomain"
