@@ -197,6 +197,20 @@ def labelled_target_cases() -> Optional[Union[int, float]]:
                      f"0 for none) or a fraction in (0, 1), e.g. 10 or 0.25 (unset it to use the trainer's default).")
 
 
+def _env_number(name: str, parse, valid, expected: str):
+    """The value of ``name`` parsed by ``parse`` (None when unset); an error saying ``expected`` if invalid."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        number = parse(value)
+    except ValueError:
+        number = None
+    if number is None or not valid(number):
+        raise ValueError(f"{name}={value!r} must be {expected}.")
+    return number
+
+
 def initial_lr() -> Optional[float]:
     """``nnUNetTransfer_initial_lr``: a positive float, or None when unset.
 
@@ -205,17 +219,8 @@ def initial_lr() -> Optional[float]:
     0.01
     >>> del os.environ[INITIAL_LR]
     """
-    value = os.environ.get(INITIAL_LR, "").strip()
-    if not value:
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        number = float("nan")
-    if not 0.0 < number < float("inf"):
-        raise ValueError(f"{INITIAL_LR}={value!r} must be a positive number, e.g. 1e-2 (unset it to use the "
-                         f"trainer's default).")
-    return number
+    return _env_number(INITIAL_LR, float, lambda x: 0.0 < x < float("inf"),
+                       "a positive number, e.g. 1e-2 (unset it to use the trainer's default)")
 
 
 def training_seed() -> Optional[int]:
@@ -226,17 +231,8 @@ def training_seed() -> Optional[int]:
     7
     >>> del os.environ[TRAINING_SEED]
     """
-    value = os.environ.get(TRAINING_SEED, "").strip()
-    if not value:
-        return None
-    try:
-        number = int(value)
-    except ValueError:
-        number = -1
-    if not 0 <= number < 2 ** 32:
-        raise ValueError(f"{TRAINING_SEED}={value!r} must be an integer in [0, 2**32), e.g. 0 (unset it for nnU-Net's "
-                         f"unseeded runs).")
-    return number
+    return _env_number(TRAINING_SEED, int, lambda x: 0 <= x < 2 ** 32,
+                       "an integer in [0, 2**32), e.g. 0 (unset it for nnU-Net's unseeded runs)")
 
 
 def cpu_threads() -> Optional[int]:

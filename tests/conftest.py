@@ -72,8 +72,13 @@ def demo_with_strategy_env(tmp_path) -> Path:
     """The shipped demo plan with a per-strategy [env] table on fine-tuning (2 epochs of 30 steps)."""
     from nnunet_transfer.experiments import shipped_plan
 
+    text = Path(shipped_plan("demo")).read_text()
+    section = text.index("[strategies.finetune]\n")
+    line = "env = { nnUNetTransfer_initial_lr = 1e-2 }\n"  # the demo's own env of fine-tuning, extended
+    at = text.index(line, section)
+    assert at < text.index("[strategies.", section + 1), "the demo's fine-tuning strategy changed shape"
+    text = text[:at] + ("env = { nnUNetTransfer_initial_lr = 1e-2, nnUNetTransfer_num_epochs = 2, "
+                        "nnUNetTransfer_iterations_per_epoch = 30 }\n") + text[at + len(line):]
     path = tmp_path / "demo_strategy_env.toml"
-    path.write_text(Path(shipped_plan("demo")).read_text()
-                    + "\n[strategies.finetune.env]\nnnUNetTransfer_num_epochs = 2\n"
-                      "nnUNetTransfer_iterations_per_epoch = 30\n")
+    path.write_text(text)
     return path

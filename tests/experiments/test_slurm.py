@@ -241,8 +241,8 @@ def test_emit_cli_refuses_foreign_folder(nnunet_env, tmp_path, capsys, demo_with
     assert "submit with: bash" in capsys.readouterr().out
     assert "#SBATCH --gres=gpu:a100:1" in (out / "10_dann.sbatch").read_text()
     finetune = next(out.glob("*_finetune.sbatch")).read_text()  # a strategy's [env] leads its commands
-    assert "else nnUNetTransfer_num_epochs=2 nnUNetTransfer_iterations_per_epoch=30 nnUNetv2_train 942" in finetune
-    assert "then nnUNetTransfer_num_epochs=2 nnUNetTransfer_iterations_per_epoch=30 nnUNetv2_train 942" in finetune
+    env = "nnUNetTransfer_initial_lr=0.01 nnUNetTransfer_num_epochs=2 nnUNetTransfer_iterations_per_epoch=30"
+    assert f"else {env} nnUNetv2_train 942" in finetune and f"then {env} nnUNetv2_train 942" in finetune
     assert main(["run", demo, "--emit", "slurm", str(out)]) == 0  # its own folder: replaced
     foreign = tmp_path / "notes"
     foreign.mkdir()

@@ -94,8 +94,8 @@ def test_dry_run_of_demo_shrinks_and_uses_small_fingerprints(nnunet_env, tmp_pat
     assert _index(lines, "nnUNetv2_plan_experiment -d 941") < shrink < transfer
     # a strategy's own [env] leads its commands; the plan's overrides.env is exported once
     assert "nnUNetv2_train 941 3d_fullres all -tr nnUNetTrainerSourceOnly -p nnUNetPlansTiny -device cpu" in lines
-    assert any(line.startswith("nnUNetTransfer_num_epochs=2 nnUNetTransfer_iterations_per_epoch=30 nnUNetv2_train "
-                               "942 3d_fullres 0 -tr nnUNetTrainerFineTune ") for line in lines)
+    env = "nnUNetTransfer_initial_lr=0.01 nnUNetTransfer_num_epochs=2 nnUNetTransfer_iterations_per_epoch=30"
+    assert any(line.startswith(f"{env} nnUNetv2_train 942 3d_fullres 0 -tr nnUNetTrainerFineTune ") for line in lines)
     assert "export nnUNetTransfer_test_time_mirroring=0" in text  # test_time_mirroring = false
     assert any(" predict-folds " in line and "--no-mirroring" in line for line in lines)
 

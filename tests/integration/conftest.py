@@ -42,31 +42,41 @@ def _write_case(root: Path, case: str, rng: np.random.Generator, ssa: bool) -> N
     sitk.WriteImage(label, str(root / "labelsTr" / f"{case}.nii.gz"))
 
 
+def build_two_domain_dataset(env: dict, dataset_id: int, name: str, gli, ssa, seed: int, **dataset_json) -> Path:
+    """Write, plan (tiny network, plans ``PLANS``) and preprocess a two-domain dataset; its preprocessed folder.
+
+    ``gli``/``ssa`` are the case ids of each domain; ``dataset_json`` adds entries to dataset.json.
+    """
+    raw = Path(env["nnUNet_raw"]) / name
+    (raw / "imagesTr").mkdir(parents=True)
+    (raw / "labelsTr").mkdir()
+    rng = np.random.default_rng(seed)
+    for case in list(gli) + list(ssa):
+        _write_case(raw, case, rng, case in ssa)
+    (raw / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "T1", "1": "T1Gd", "2": "T2", "3": "FLAIR"},
+        "labels": {"background": 0, "NCR": 1, "ED": 2, "ET": 3}, "numTraining": len(gli) + len(ssa),
+        "file_ending": ".nii.gz", "domains": {c: ("SSA" if c in ssa else "GLI") for c in list(gli) + list(ssa)},
+        **dataset_json}))
+    run_cmd([sys.executable, "-c", "from nnunet_transfer.planning import extract_fingerprint; "
+             f"extract_fingerprint({dataset_id}, foreground_voxels=1e4)"], env)
+    run_cmd(["nnUNetv2_plan_experiment", "-d", str(dataset_id)], env)
+    pre = Path(env["nnUNet_preprocessed"]) / name
+    plans = json.loads((pre / "nnUNetPlans.json").read_text())
+    write_plans(pre, shrink_plans(plans, PLANS, max_features=16, n_stages=3, patch_size=(32, 32, 32), batch_size=2))
+    run_cmd(["nnUNetv2_preprocess", "-d", str(dataset_id), "-plans_name", PLANS, "-c", "3d_fullres", "-np", "1"], env)
+    return pre
+
+
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory):
     """Raw, planned (tiny network) and preprocessed two-domain dataset with SSA-only folds."""
     env = nnunet_folders(tmp_path_factory.mktemp("trainers"))
-    raw = Path(env["nnUNet_raw"]) / DATASET
-    (raw / "imagesTr").mkdir(parents=True)
-    (raw / "labelsTr").mkdir()
-    rng = np.random.default_rng(0)
-    for case in GLI + SSA:
-        _write_case(raw, case, rng, case in SSA)
-    (raw / "dataset.json").write_text(json.dumps({
-        "channel_names": {"0": "T1", "1": "T1Gd", "2": "T2", "3": "FLAIR"},
-        "labels": {"background": 0, "NCR": 1, "ED": 2, "ET": 3}, "numTraining": 8, "file_ending": ".nii.gz",
-        "domains": {c: ("SSA" if c in SSA else "GLI") for c in GLI + SSA}}))
-    run_cmd([sys.executable, "-c", "from nnunet_transfer.planning import extract_fingerprint; "
-             "extract_fingerprint(901, foreground_voxels=1e4)"], env)
-    run_cmd(["nnUNetv2_plan_experiment", "-d", "901"], env)
-    pre = Path(env["nnUNet_preprocessed"]) / DATASET
-    plans = json.loads((pre / "nnUNetPlans.json").read_text())
-    write_plans(pre, shrink_plans(plans, PLANS, max_features=16, n_stages=3, patch_size=(32, 32, 32), batch_size=2))
-    run_cmd(["nnUNetv2_preprocess", "-d", "901", "-plans_name", PLANS, "-c", "3d_fullres", "-np", "1"], env)
+    pre = build_two_domain_dataset(env, 901, DATASET, GLI, SSA, seed=0)
     splits = [{"train": GLI + [s for s in SSA if s != v], "val": [v]} for v in SSA]
     splits.append({"train": GLI, "val": SSA})  # fold 3: a single training domain
     (pre / "splits_final.json").write_text(json.dumps(splits))
-    return {"env": env, "raw": raw, "results": Path(env["nnUNet_results"]) / DATASET}
+    return {"env": env, "raw": Path(env["nnUNet_raw"]) / DATASET, "results": Path(env["nnUNet_results"]) / DATASET}
 
 
 def train(tiny, trainer: str, fold: str = "0", *extra: str, check: bool = True, **env):

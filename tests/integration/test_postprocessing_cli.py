@@ -35,9 +35,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nnunet_transfer.planning import shrink_plans, write_plans
 from tests.conftest import cli, nnunet_folders, run_cmd
-from tests.integration.conftest import PLANS, SHORT, _write_case
+from tests.integration.conftest import PLANS, SHORT, build_two_domain_dataset
 
 pytestmark = pytest.mark.integration
 
@@ -75,24 +74,8 @@ def labels(path: Path) -> np.ndarray:
 def trained(tmp_path_factory):
     """Both trainers' validations of all 10 target folds, with probabilities (see the module docstring)."""
     env = nnunet_folders(tmp_path_factory.mktemp("ten_folds"))
-    raw = Path(env["nnUNet_raw"]) / DATASET
-    (raw / "imagesTr").mkdir(parents=True)
-    (raw / "labelsTr").mkdir()
-    rng = np.random.default_rng(2)
-    for case in GLI + SSA:
-        _write_case(raw, case, rng, case in SSA)
-    (raw / "dataset.json").write_text(json.dumps({
-        "channel_names": {"0": "T1", "1": "T1Gd", "2": "T2", "3": "FLAIR"},
-        "labels": {"background": 0, "NCR": 1, "ED": 2, "ET": 3}, "numTraining": len(GLI + SSA),
-        "file_ending": ".nii.gz", "domains": {c: ("SSA" if c in SSA else "GLI") for c in GLI + SSA},
-        "target_domain": "SSA"}))  # the minority domain (GLI here) would be the target otherwise
-    run_cmd([sys.executable, "-c", "from nnunet_transfer.planning import extract_fingerprint; "
-             f"extract_fingerprint({DATASET_ID}, foreground_voxels=1e4)"], env)
-    run_cmd(["nnUNetv2_plan_experiment", "-d", DATASET_ID], env)
-    pre = Path(env["nnUNet_preprocessed"]) / DATASET
-    plans = json.loads((pre / "nnUNetPlans.json").read_text())
-    write_plans(pre, shrink_plans(plans, PLANS, max_features=16, n_stages=3, patch_size=(32, 32, 32), batch_size=2))
-    run_cmd(["nnUNetv2_preprocess", "-d", DATASET_ID, "-plans_name", PLANS, "-c", "3d_fullres", "-np", "1"], env)
+    # the minority domain (GLI here) would be the target otherwise
+    pre = build_two_domain_dataset(env, int(DATASET_ID), DATASET, GLI, SSA, seed=2, target_domain="SSA")
     run_cmd(cli("splits", DATASET_ID, "--target-domain", "SSA", "--folds", "10"), env)
     splits = json.loads((pre / "splits_final.json").read_text())
     assert len(splits) == 10 and sorted(c for s in splits for c in s["val"]) == SSA

@@ -5,6 +5,9 @@ exists, resumed with ``--c`` until it finishes and re-validated with ``--val``. 
 must be the same run: frozen tensors bitwise equal to the pretrained ones, the domain
 classifier restored as saved, the learning rate and the reversal strength continuing where
 they stopped.
+
+The families run two at a time (module fixture ``flows``; each process uses one CPU thread),
+and each family's test then checks its own run.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ import shutil
 import signal
 import subprocess
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Dict
 
 import numpy as np
 import pytest
@@ -80,24 +85,38 @@ def logged_lr(text: str, epoch: int) -> float:
     return float(match.group(1))
 
 
-@pytest.mark.parametrize("trainer", list(FAMILIES))
-def test_kill_resume_and_revalidate(resume_env, trainer):
+def kill_resume_validate(resume_env: dict, trainer: str) -> dict:
+    """Start, SIGKILL after the first checkpoint, resume with ``--c`` to the end, re-validate with ``--val``."""
     env = resume_env["env"]
     out_dir = resume_env["results"] / f"{trainer}__{PLANS}__3d_fullres" / "fold_0"
     out_dir.mkdir(parents=True, exist_ok=True)
     extra = ("-pretrained_weights", str(resume_env["pretrained"])) if FAMILIES[trainer] else ()
     start_and_kill(env, trainer, out_dir, *extra)
-
     saved_path = out_dir.parent / "killed_checkpoint.pth"
     shutil.copy(out_dir / "checkpoint_latest.pth", saved_path)
     saved = load(saved_path)  # whole, although the job was killed at an arbitrary moment
+    resumed = train(resume_env["tiny"] | {"env": env}, trainer, "0", "--c", **SCHEDULE)
+    final = load(out_dir / "checkpoint_final.pth")
+    validated = train(resume_env["tiny"] | {"env": env}, trainer, "0", "--val", **SCHEDULE)
+    return {"out_dir": out_dir, "saved": saved, "resumed": resumed, "final": final, "validated": validated}
+
+
+@pytest.fixture(scope="module")
+def flows(resume_env) -> Dict[str, Future]:
+    """Every family's kill/resume/validate run, two at a time; each test takes its own result (or error)."""
+    with ThreadPoolExecutor(2) as pool:
+        return {trainer: pool.submit(kill_resume_validate, resume_env, trainer) for trainer in FAMILIES}
+
+
+@pytest.mark.parametrize("trainer", list(FAMILIES))
+def test_kill_resume_and_revalidate(resume_env, flows, trainer):
+    flow = flows[trainer].result()
+    out_dir, saved, resumed, final = flow["out_dir"], flow["saved"], flow["resumed"], flow["final"]
     stopped = saved["current_epoch"]
     assert 1 <= stopped < EPOCHS
     run = saved["nnunet_transfer"]["run"]
     assert run["trainer"] == trainer
 
-    resumed = train(resume_env["tiny"] | {"env": env}, trainer, "0", "--c", **SCHEDULE)
-    final = load(out_dir / "checkpoint_final.pth")
     assert final["current_epoch"] == EPOCHS
     assert {k: v for k, v in final["nnunet_transfer"]["run"].items() if k != "nnunet_transfer_version"} == \
         {k: v for k, v in run.items() if k != "nnunet_transfer_version"}  # the same run
@@ -124,5 +143,4 @@ def test_kill_resume_and_revalidate(resume_env, trainer):
         assert names and all(n.startswith(part) for n in names)
         assert all(final["network_weights"][n].equal(pretrained[n]) for n in names)  # bitwise, after a kill
 
-    validated = train(resume_env["tiny"] | {"env": env}, trainer, "0", "--val", **SCHEDULE)
-    assert (out_dir / "validation" / "summary.json").is_file(), validated.stdout[-2000:]
+    assert (out_dir / "validation" / "summary.json").is_file(), flow["validated"].stdout[-2000:]
