@@ -5,8 +5,8 @@ unsupervised DANN (no SSA label reaches training) above the source-only model, a
 semi-supervised DANN (2 of the 6 SSA training cases of a fold labelled) between the
 unsupervised and the supervised DANN (every SSA training case labelled). Fine-tuning the
 source model on the same labelled cases is printed beside them, as the natural competitor.
-Runs the shipped ``demo_uda`` plan from scratch with the synthetic cases and the split drawn
-from each seed (as ``bench_demo.py`` does for the main demo); every number printed is from
+Runs the shipped ``demo_uda`` plan from scratch with the synthetic cases, the split and the
+trainings seeded by each seed (as ``bench_demo.py`` does for the main demo); every number printed is from
 this run, read from the comparison's ``comparison.json``.
 
     python benchmarks/bench_uda.py                             # seed 0, temporary work dir
