@@ -15,9 +15,10 @@ Example:
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Union
+
+from nnunet_transfer.postprocessing.sources import _fold_key, expand
 
 PathLike = Union[str, Path]
 
@@ -46,14 +47,15 @@ def row_recipe(paths: Union[PathLike, Sequence[PathLike]], folds: Optional[Seque
     """The recipe of a row's training folds (one line; per fold when they differ), or None without any."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
+    wanted = None if folds is None else set(map(str, folds))
     found: Dict[str, str] = {}
     for raw in paths:
-        path = Path(os.path.expandvars(str(raw))).expanduser()
+        path = expand(raw)
         if not path.is_dir():
             continue
-        for debug in sorted(path.glob("fold_*/debug.json")):
+        for debug in path.glob("fold_*/debug.json"):
             fold = debug.parent.name[len("fold_"):]
-            if fold == "all" or (folds is not None and fold not in set(map(str, folds))):
+            if fold == "all" or (wanted is not None and fold not in wanted):
                 continue
             try:
                 found[fold] = describe(json.loads(debug.read_text()))
@@ -63,7 +65,7 @@ def row_recipe(paths: Union[PathLike, Sequence[PathLike]], folds: Optional[Seque
         return None
     if len(set(found.values())) == 1:
         return next(iter(found.values()))
-    return "; ".join(f"fold {fold}: {text}" for fold, text in sorted(found.items()))
+    return "; ".join(f"fold {fold}: {found[fold]}" for fold in sorted(found, key=_fold_key))
 
 
 def recipe_notes(strategies: Mapping[str, Union[PathLike, Sequence[PathLike]]],

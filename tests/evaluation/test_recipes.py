@@ -40,3 +40,5 @@ def test_rows_grouped_by_recipe_folds_that_differ_named(tmp_path):
     assert len(notes) == 2
     assert row_recipe(mixed, folds=["1"]).startswith("SGD, initial lr 0.001")
     assert row_recipe(predictions) is None
+    ten = results_folder(tmp_path, "Ten", {str(k): {**SGD, "initial_lr": 0.001 * (k + 1)} for k in range(11)})
+    assert [part.split(":")[0] for part in row_recipe(ten).split("; ")] == [f"fold {k}" for k in range(11)]
