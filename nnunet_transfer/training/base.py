@@ -191,11 +191,12 @@ class TransferTrainerBase(nnUNetTrainer):
         if self.resumed_run is not None:
             saved = self.resumed_run.get("seed")  # checkpoints of unseeded (or older) runs hold none
             if requested is not None and requested != saved:
-                raise RuntimeError(
-                    f"{self.__class__.__name__}: {source} is {requested}, but the checkpoint's run "
-                    f"{'was unseeded' if saved is None else f'used seed {saved}'}; a resumed run keeps its seed. Fix: "
-                    f"{'unset ' + config.TRAINING_SEED if saved is None else f'set {config.TRAINING_SEED}={saved} or unset it'}, "
-                    f"or train anew without --c.")
+                if saved is None:
+                    ran, fix = "was unseeded", f"unset {config.TRAINING_SEED}"
+                else:
+                    ran, fix = f"used seed {saved}", f"set {config.TRAINING_SEED}={saved} or unset it"
+                raise RuntimeError(f"{self.__class__.__name__}: {source} is {requested}, but the checkpoint's run "
+                                   f"{ran}; a resumed run keeps its seed. Fix: {fix}, or train anew without --c.")
             self.training_seed = saved
         else:
             self.training_seed = requested

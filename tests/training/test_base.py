@@ -3,27 +3,19 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from nnunet_transfer import config
 from nnunet_transfer.training import trainers as T
-from tests.training.test_trainers_inprocess import DATASET_JSON, KEYS, folders, tiny_plans  # noqa: F401
-
-
-def fresh(cls):
-    trainer = cls({**tiny_plans(), "continue_training": False}, "3d_fullres", 0, DATASET_JSON, torch.device("cpu"))
-    trainer._split = (KEYS, KEYS[:1])
-    trainer.check_training_cases(KEYS, KEYS[:1])
-    return trainer
+from tests.training.test_trainers_inprocess import folders, uninitialised  # noqa: F401
 
 
 @pytest.mark.parametrize("cls, default", [(T.nnUNetTrainerMixedDomain, 1e-2), (T.nnUNetTrainerFineTune, 1e-3),
                                           (T.nnUNetTrainerDANN_PaperRecipe, 6e-5)])
 def test_the_environment_sets_the_initial_lr_of_any_recipe(folders, monkeypatch, cls, default):
     monkeypatch.delenv(config.INITIAL_LR, raising=False)
-    assert fresh(cls).initial_lr == default
+    assert uninitialised(cls).initial_lr == default
     monkeypatch.setenv(config.INITIAL_LR, "0.02")
-    trainer = fresh(cls)
+    trainer = uninitialised(cls)
     assert trainer.initial_lr == 0.02 and trainer.run_state()["initial_lr"] == 0.02
     trainer.initialize()
     assert [group["base_lr"] for group in trainer.optimizer.param_groups] == [0.02]
@@ -31,16 +23,16 @@ def test_the_environment_sets_the_initial_lr_of_any_recipe(folders, monkeypatch,
 
 def test_a_resumed_run_keeps_its_initial_lr(folders, monkeypatch):
     monkeypatch.setenv(config.INITIAL_LR, "0.02")
-    trainer = fresh(T.nnUNetTrainerMixedDomain)
+    trainer = uninitialised(T.nnUNetTrainerMixedDomain)
     trainer.resumed_run = {"initial_lr": 0.01}
     with pytest.raises(RuntimeError, match=r"started with initial_lr 0.01, this one would use 0.02.*"
                                            r"nnUNetTransfer_initial_lr=0.01"):
         trainer.initialize()
     monkeypatch.delenv(config.INITIAL_LR)
-    trainer = fresh(T.nnUNetTrainerMixedDomain)
+    trainer = uninitialised(T.nnUNetTrainerMixedDomain)
     trainer.resumed_run = {"initial_lr": 0.01}
     trainer.initialize()  # the default is what it started with
-    trainer = fresh(T.nnUNetTrainerMixedDomain)
+    trainer = uninitialised(T.nnUNetTrainerMixedDomain)
     trainer.resumed_run = {}  # an older checkpoint records none: nothing to compare
     trainer.initialize()
 

@@ -9,14 +9,7 @@ import torch
 from nnunet_transfer import config
 from nnunet_transfer.training import trainers as T
 from nnunet_transfer.training.seeding import seed_everything, seeded_augmenters, worker_seeds
-from tests.training.test_trainers_inprocess import DATASET_JSON, KEYS, folders, tiny_plans  # noqa: F401
-
-
-def fresh(cls=T.nnUNetTrainerDANN):
-    trainer = cls({**tiny_plans(), "continue_training": False}, "3d_fullres", 0, DATASET_JSON, torch.device("cpu"))
-    trainer._split = (KEYS, KEYS[:1])
-    trainer.check_training_cases(KEYS, KEYS[:1])
-    return trainer
+from tests.training.test_trainers_inprocess import folders, uninitialised  # noqa: F401
 
 
 def weights(trainer) -> dict:
@@ -63,7 +56,7 @@ def test_seeded_augmenters_hand_nnunet_the_seeds(monkeypatch):
 
 def test_the_seed_fixes_network_and_domain_head_initialisation(folders, monkeypatch):
     monkeypatch.setenv(config.TRAINING_SEED, "3")
-    a, b = fresh(), fresh()
+    a, b = uninitialised(T.nnUNetTrainerDANN), uninitialised(T.nnUNetTrainerDANN)
     a.initialize()
     torch.rand(10)  # whatever ran in between
     b.initialize()
@@ -71,21 +64,21 @@ def test_the_seed_fixes_network_and_domain_head_initialisation(folders, monkeypa
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert a.run_state()["seed"] == 3
     monkeypatch.setenv(config.TRAINING_SEED, "4")
-    c = fresh()
+    c = uninitialised(T.nnUNetTrainerDANN)
     c.initialize()
     assert any(not torch.equal(wa[k], v) for k, v in weights(c).items())
 
 
 def test_unseeded_by_default_and_the_attribute_as_knob(folders, monkeypatch):
     monkeypatch.delenv(config.TRAINING_SEED, raising=False)
-    trainer = fresh()
+    trainer = uninitialised(T.nnUNetTrainerDANN)
     trainer.initialize()
     assert trainer.run_state()["seed"] is None
 
     class Seeded(T.nnUNetTrainerDANN):
         seed = 9
 
-    trainer = fresh(Seeded)
+    trainer = uninitialised(Seeded)
     trainer.initialize()
     assert trainer.training_seed == 9
 
@@ -101,7 +94,7 @@ def test_a_resumed_run_keeps_its_seed(folders, monkeypatch, saved, requested, er
         monkeypatch.delenv(config.TRAINING_SEED, raising=False)
     else:
         monkeypatch.setenv(config.TRAINING_SEED, requested)
-    trainer = fresh()
+    trainer = uninitialised(T.nnUNetTrainerDANN)
     trainer.resumed_run = {"seed": saved} if saved is not None else {}
     if error:
         with pytest.raises(RuntimeError, match=error):

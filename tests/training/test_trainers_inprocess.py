@@ -42,12 +42,18 @@ def folders(nnunet_env, tmp_path):
     return nnunet_env
 
 
-def make(cls, deep_supervision: bool, features=(4, 8, 16)):
+def uninitialised(cls, features=(4, 8, 16)):
+    """A trainer of ``cls`` on the hand-made plans, its split checked, not yet initialised."""
     trainer = cls({**tiny_plans(features), "continue_training": False}, "3d_fullres", 0, DATASET_JSON,
                   torch.device("cpu"))
-    trainer.enable_deep_supervision = deep_supervision
     trainer._split = (KEYS, KEYS[:1])
     trainer.check_training_cases(KEYS, KEYS[:1])
+    return trainer
+
+
+def make(cls, deep_supervision: bool, features=(4, 8, 16)):
+    trainer = uninitialised(cls, features)
+    trainer.enable_deep_supervision = deep_supervision
     trainer.initialize()
     trainer.network.train()
     trainer._step_in_epoch = 0
