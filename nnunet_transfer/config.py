@@ -122,16 +122,7 @@ def nnunet_results(required: bool = True) -> Optional[Path]:
 
 
 def _positive_int(name: str) -> Optional[int]:
-    value = os.environ.get(name)
-    if value in (None, ""):
-        return None
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise ValueError(f"{name}={value!r} must be a positive integer (unset it to use the trainer's default).")
-    return number
+    return _env_number(name, int, lambda x: x >= 1, "a positive integer (unset it to use the trainer's default)")
 
 
 def schedule_overrides() -> dict:
@@ -178,23 +169,17 @@ def labelled_target_cases() -> Optional[Union[int, float]]:
     3
     >>> del os.environ[LABELLED_TARGET_CASES]
     """
-    value = os.environ.get(LABELLED_TARGET_CASES, "").strip()
-    if not value:
-        return None
-    number: Union[int, float, None]
+    return _env_number(LABELLED_TARGET_CASES, _int_or_float,
+                       lambda x: x >= 0 if isinstance(x, int) else 0.0 < x < 1.0,
+                       "a number of target training cases (an integer >= 0, 0 for none) or a fraction in (0, 1), "
+                       "e.g. 10 or 0.25 (unset it to use the trainer's default)")
+
+
+def _int_or_float(value: str) -> Union[int, float]:
     try:
-        number = int(value)
+        return int(value)
     except ValueError:
-        try:
-            number = float(value)
-        except ValueError:
-            number = None
-    if isinstance(number, int) and number >= 0:
-        return number
-    if isinstance(number, float) and 0.0 < number < 1.0:
-        return number
-    raise ValueError(f"{LABELLED_TARGET_CASES}={value!r} must be a number of target training cases (an integer >= 0, "
-                     f"0 for none) or a fraction in (0, 1), e.g. 10 or 0.25 (unset it to use the trainer's default).")
+        return float(value)
 
 
 def _env_number(name: str, parse, valid, expected: str):
