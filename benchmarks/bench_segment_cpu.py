@@ -561,7 +561,7 @@ def main(argv=None) -> int:
                     summary.append(f"GOAL BrainUNet {seg.label} end to end < {GOAL_SECONDS:.0f} s: "
                                    f"{'met' if gap < 0 else 'MISSED'} ({seg.seconds:.1f} s wall, "
                                    f"{'-' if gap < 0 else '+'}{abs(gap):.1f} s, at load {seg.load}; "
-                                   f"{seg.cpu_seconds:.1f} s process CPU, about the wall time on an idle machine)")
+                                   f"{seg.cpu_seconds:.1f} s process CPU over all its threads)")
                 for (engine, mirroring), dice in dices.items():
                     worst = min((v for k, v in dice.items() if k in REGIONS and v is not None), default=1.0)
                     summary.append(f"GOAL BrainUNet Dice agreement >= {GOAL_DICE} per region, {runs[engine, mirroring].label} "
