@@ -27,7 +27,7 @@ from torch import autocast
 from nnunet_transfer import __version__, config
 from nnunet_transfer.dataset_conversion.labels import unlabelled_cases
 from nnunet_transfer.training.checkpoints import CHECKPOINT_KEY, complete_checkpoint_writes
-from nnunet_transfer.training.losses import masked_region_loss
+from nnunet_transfer.training.losses import average_dice_over_labelled_samples, masked_region_loss
 from nnunet_transfer.training.lr_schedule import PolyWarmupLR
 from nnunet_transfer.training.seeding import seed_everything, seeded_augmenters, worker_seeds
 
@@ -236,9 +236,18 @@ class TransferTrainerBase(nnUNetTrainer):
         return min(self.warmup_epochs, self.num_epochs // 10)
 
     def _build_loss(self):
-        """nnU-Net's loss; with an ignore label, region-based training's BCE is averaged as without one."""
+        """nnU-Net's loss; with an ignore label, masked voxels and cases weigh nothing.
+
+        Region-based training's BCE is averaged as without an ignore label
+        (:class:`~nnunet_transfer.training.losses.MaskedRegionLoss`), and the per-sample Dice
+        leaves out the samples without a labelled voxel
+        (:class:`~nnunet_transfer.training.losses.LabelledSamplesDice`).
+        """
         with masked_region_loss():
-            return super()._build_loss()
+            loss = super()._build_loss()
+        if self.label_manager.has_ignore_label:
+            loss = average_dice_over_labelled_samples(loss, bool(self.configuration_manager.batch_dice))
+        return loss
 
     def configure_optimizers(self):
         optimizer = self.build_optimizer(self.parameter_groups())

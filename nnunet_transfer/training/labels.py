@@ -124,6 +124,36 @@ def _quiet_unannotated_warning() -> None:
         warnings.filterwarnings("ignore", message=_NO_ANNOTATION_WARNING)  # re-adding would reset warning registries
 
 
+def ignore_whole_cases(target, cases: Sequence[int], label_manager):
+    """``target`` (a tensor, or nnU-Net's list of deep-supervision targets) with every voxel of ``cases`` ignored.
+
+    A hidden case's seg is the ignore label (:class:`LabelHidingDataset`), but nnU-Net's loader
+    pads patches that reach past the image with -1 and its transforms turn -1 into background
+    (0): without this, those padded voxels of an unlabelled case train as labelled background,
+    and the case counts in the per-sample Dice average (nearly every patch of a small case is
+    padded). Region-based targets get their ignore channel (the last) set and the regions
+    cleared; label-based targets the ignore label.
+
+    >>> import torch
+    >>> from nnunetv2.utilities.label_handling.label_handling import LabelManager
+    >>> lm = LabelManager({"background": 0, "tumour": 1, "ignore": 2}, regions_class_order=None)
+    >>> ignore_whole_cases(torch.zeros(2, 1, 2, 2, 2), [1], lm)[:, 0, 0, 0, 0].tolist()
+    [0.0, 2.0]
+    """
+    if not cases:
+        return target
+    rows = list(cases)
+    if isinstance(target, (list, tuple)):
+        return type(target)(ignore_whole_cases(t, rows, label_manager) for t in target)
+    target = target.clone()
+    if label_manager.has_regions:
+        target[rows, :-1] = 0
+        target[rows, -1] = 1
+    else:
+        target[rows] = label_manager.ignore_label
+    return target
+
+
 class LabelHidingDataset:
     """nnU-Net's training dataset with the labels of ``hidden`` cases replaced by the ignore label.
 
@@ -311,6 +341,14 @@ class TargetLabelsMixin:
     def label_free_cases(self) -> Set[str]:
         """Training cases whose labels are not used: hidden and unlabelled."""
         return set(self.target_labels["hidden"]) | set(self.target_labels["unlabelled"])
+
+    def compute_loss(self, output, target, batch: dict):
+        """The segmentation loss with every voxel of the batch's label-free cases ignored (:func:`ignore_whole_cases`)."""
+        if self.hidden_label_use == "mask":
+            free = self.label_free_cases
+            target = ignore_whole_cases(target, [i for i, k in enumerate(batch["keys"]) if k in free],
+                                        self.label_manager)
+        return super().compute_loss(output, target, batch)
 
     def run_state(self) -> dict:
         state = super().run_state()

@@ -18,6 +18,9 @@ class DomainAwareMixin(DomainProgressMixin):
     Domains come from dataset.json's ``domains`` map, else the BraTS case prefix. The target
     domain is ``target_domain``, else dataset.json's ``target_domain``, else the rarest domain
     among the training cases. ``target_share=None`` samples cases uniformly (nnU-Net's way).
+    Trainers with ``batch_per_domain`` (a source and a target mini-batch per step) place
+    nnU-Net's foreground slots per domain (``DomainBalancedDataLoader``); the choice is run
+    state (a run saved before it existed resumes with nnU-Net's slots per batch).
     """
 
     target_domain: Optional[str] = None
@@ -56,22 +59,30 @@ class DomainAwareMixin(DomainProgressMixin):
                 f"(domain names are case-sensitive). Fix: set it to one of {', '.join(map(repr, sorted(counts)))}.")
         self.active_target_domain = target
         self.training_domain_counts = counts
+        per_domain = bool(getattr(self, "batch_per_domain", False))
+        if saved is not None:
+            per_domain = saved.get("foreground_oversampling", "batch") == "per_domain"
+        self.foreground_oversampling = "per_domain" if per_domain else "batch"
         self.print_to_log_file(f"nnunet-transfer: training cases per domain {counts}; target domain "
                                f"{self.active_target_domain}; target share per batch {self.target_share}"
-                               f"{' (uniform sampling over cases)' if self.target_share is None else ''}")
+                               f"{' (uniform sampling over cases)' if self.target_share is None else ''}"
+                               f"{'; foreground oversampled per domain' if per_domain else ''}")
 
     def run_state(self) -> dict:
         state = super().run_state()
         if getattr(self, "active_target_domain", None) is not None:
             state["domains"] = {"target_domain": self.active_target_domain, "target_share": self.target_share,
-                                "training_cases_per_domain": dict(self.training_domain_counts)}
+                                "training_cases_per_domain": dict(self.training_domain_counts),
+                                "foreground_oversampling": self.foreground_oversampling}
         return state
 
     def get_dataloaders(self):
         def factory(*args, **kwargs):
             return DomainBalancedDataLoader(*args, case_domains=self.case_domains,
                                             target_domain=self.active_target_domain,
-                                            target_share=self.target_share, **kwargs)
+                                            target_share=self.target_share,
+                                            per_domain_oversampling=self.foreground_oversampling == "per_domain",
+                                            **kwargs)
 
         with swap_loader_class(factory):
             return super().get_dataloaders()

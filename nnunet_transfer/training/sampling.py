@@ -21,6 +21,14 @@ exact when batches reach each rank in order (one worker or none); nnU-Net's
 ``NonDetMultiThreadedAugmenter`` with several workers hands them out as they finish, which
 keeps each rank's share but may shift single steps by a case.
 
+Foreground oversampling: nnU-Net forces foreground into the last
+``batch_size - round(batch_size * (1 - oversample_foreground_percent))`` slots of a batch
+(1 of 2, 1 of 4 at its 0.33). ``per_domain_oversampling=True`` (the trainers'
+``batch_per_domain``, whose batches hold a source and a target mini-batch) applies that rule
+to each domain's part of the batch instead, so that the source cases are oversampled as in
+source-only training at the per-domain batch size (1 of 2 source patches, not 1 in 4 patches
+landing on either domain), and the slots stay shuffled with their cases.
+
 ``swap_loader_class`` makes ``nnUNetTrainer.get_dataloaders`` build this loader without
 copying that method.
 """
@@ -48,6 +56,16 @@ def batch_domain_counts(batch_size: int, target_share: float) -> int:
     if 0.0 < target_share < 1.0 and batch_size >= 2:
         n_target = min(max(n_target, 1), batch_size - 1)
     return n_target
+
+
+def forced_foreground_slots(batch_size: int, oversample_foreground_percent: float) -> List[bool]:
+    """nnU-Net's fixed foreground slots of a batch of ``batch_size`` (its ``_oversample_last_XX_percent``).
+
+    >>> forced_foreground_slots(2, 0.33), forced_foreground_slots(4, 0.33)
+    ([False, True], [False, False, False, True])
+    """
+    unforced = round(batch_size * (1 - oversample_foreground_percent))
+    return [not j < unforced for j in range(batch_size)]
 
 
 def distributed_world() -> Tuple[int, int]:
@@ -128,12 +146,14 @@ class DomainBalancedDataLoader(nnUNetDataLoader):
     ``steps`` counts the batches this copy of the loader produced. nnU-Net runs copies in
     ``nnUNet_n_proc_DA`` background workers; worker ``w`` produces slots ``steps + w`` of the
     schedule, so each worker's batches hold the share on their own and the workers of one rank
-    draw different domains side by side.
+    draw different domains side by side. ``per_domain_oversampling`` places nnU-Net's fixed
+    foreground slots per domain (module docstring); nnU-Net's probabilistic oversampling is
+    per case already and stays as it is.
     """
 
     def __init__(self, *args, case_domains: Mapping[str, Optional[str]], target_domain: str,
                  target_share: Optional[float] = 0.5, rank: Optional[int] = None,
-                 world_size: Optional[int] = None, **kwargs):
+                 world_size: Optional[int] = None, per_domain_oversampling: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         if target_share is not None and not 0.0 <= target_share <= 1.0:
             raise ValueError(f"target_share must be within [0, 1], got {target_share}")
@@ -150,6 +170,15 @@ class DomainBalancedDataLoader(nnUNetDataLoader):
         self.target_indices = [k for k in self.indices if case_domains.get(k) == target_domain]
         self.source_indices = [k for k in self.indices if case_domains.get(k) != target_domain]
         self.balanced = target_share is not None and bool(self.target_indices) and bool(self.source_indices)
+        self.per_domain_oversampling = bool(per_domain_oversampling) and not kwargs.get("probabilistic_oversampling")
+        self._forced: Optional[List[bool]] = None  # the current batch's foreground slots, per domain
+        if self.per_domain_oversampling:
+            self.get_do_oversample = self._oversample_per_domain
+
+    def _oversample_per_domain(self, sample_idx: int) -> bool:
+        if self._forced is None:  # a batch not split by domain (a single-domain loader): nnU-Net's rule
+            return self._oversample_last_XX_percent(sample_idx)
+        return self._forced[sample_idx]
 
     @property
     def follows_rank_schedule(self) -> bool:
@@ -164,6 +193,7 @@ class DomainBalancedDataLoader(nnUNetDataLoader):
 
     def get_indices(self) -> List[str]:
         slot = self.next_slot()
+        self._forced = None
         if not self.balanced:
             return super().get_indices()
         if self.batch_size == 1:
@@ -176,8 +206,14 @@ class DomainBalancedDataLoader(nnUNetDataLoader):
         n_target = batch_domain_counts(self.batch_size, self.target_share)
         chosen = list(np.random.choice(self.target_indices, n_target, replace=True)) + \
             list(np.random.choice(self.source_indices, self.batch_size - n_target, replace=True))
-        np.random.shuffle(chosen)
-        return [str(k) for k in chosen]
+        if not self.per_domain_oversampling:
+            np.random.shuffle(chosen)
+            return [str(k) for k in chosen]
+        p = self.oversample_foreground_percent
+        flags = forced_foreground_slots(n_target, p) + forced_foreground_slots(self.batch_size - n_target, p)
+        order = np.random.permutation(len(chosen))
+        self._forced = [flags[i] for i in order]
+        return [str(chosen[i]) for i in order]
 
 
 @contextlib.contextmanager

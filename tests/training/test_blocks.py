@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from dynamic_network_architectures.architectures.unet import PlainConvUNet
+from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 from nnunetv2.utilities.label_handling.label_handling import LabelManager
 from torch import nn
 
@@ -136,10 +137,10 @@ class _FakeDataset:
         self.identifiers = identifiers
 
 
-def _loader(keys, domains, batch_size, share):
+def _loader(keys, domains, batch_size, share, **kwargs):
     labels = LabelManager({"background": 0, "NCR": 1, "ED": 2, "ET": 3}, regions_class_order=None)
     return DomainBalancedDataLoader(_FakeDataset(keys), batch_size, (8, 8, 8), (8, 8, 8), labels,
-                                    case_domains=domains, target_domain="SSA", target_share=share)
+                                    case_domains=domains, target_domain="SSA", target_share=share, **kwargs)
 
 
 @pytest.mark.parametrize("batch_size,share", [(2, 0.5), (4, 0.5), (4, 0.25), (1, 0.5), (1, 0.2), (3, 0.5)])
@@ -171,6 +172,54 @@ def test_sampler_uniform_and_single_domain_fallbacks():
     assert not only_ssa.balanced and len(only_ssa.get_indices()) == 2
     with pytest.raises(ValueError):
         _loader(keys, domains, 2, 1.5)
+
+
+def _forced_per_domain(loader, domains, n_batches=400):
+    """Per batch: (source cases forced to foreground, target cases forced, positions forced)."""
+    rows = []
+    for _ in range(n_batches):
+        keys = loader.get_indices()
+        forced = [loader.get_do_oversample(j) for j in range(len(keys))]
+        rows.append((sum(f for k, f in zip(keys, forced) if domains[k] != "SSA"),
+                     sum(f for k, f in zip(keys, forced) if domains[k] == "SSA"),
+                     tuple(j for j, f in enumerate(forced) if f)))
+    return rows
+
+
+def test_per_domain_oversampling_gives_each_domain_nnunets_slots():
+    """batch_per_domain (2 source + 2 target): 1 forced patch per domain, as in source-only batches of 2."""
+    keys = [f"BraTS-GLI-{i:05d}-000" for i in range(8)] + [f"BraTS-SSA-{i:05d}-000" for i in range(4)]
+    domains = read_domains({}, keys)
+    np.random.seed(0)
+    per_domain = _loader(keys, domains, 4, 0.5, oversample_foreground_percent=0.33, per_domain_oversampling=True)
+    rows = _forced_per_domain(per_domain, domains)
+    assert {(s, t) for s, t, _ in rows} == {(1, 1)}
+    assert {j for _, _, slots in rows for j in slots} == {0, 1, 2, 3}  # shuffled with their cases
+    # nnU-Net's rule on the whole batch: slot 3 only, a source case in about half the batches
+    plain = _loader(keys, domains, 4, 0.5, oversample_foreground_percent=0.33)
+    rows = _forced_per_domain(plain, domains)
+    assert {slots for _, _, slots in rows} == {(3,)}
+    assert np.mean([s for s, _, _ in rows]) == pytest.approx(0.5, abs=0.08)
+    # probabilistic oversampling is per case already: left as nnU-Net has it
+    probabilistic = _loader(keys, domains, 4, 0.5, oversample_foreground_percent=0.33, per_domain_oversampling=True,
+                            probabilistic_oversampling=True)
+    assert not probabilistic.per_domain_oversampling
+    assert probabilistic.get_do_oversample.__func__ is nnUNetDataLoader._probabilistic_oversampling
+    # a loader of one domain (a validation fold) keeps nnU-Net's slots
+    ssa = [k for k in keys if domains[k] == "SSA"]
+    single = _loader(ssa, domains, 4, 0.5, oversample_foreground_percent=0.33, per_domain_oversampling=True)
+    assert not single.balanced and {s for _, _, s in _forced_per_domain(single, domains, 20)} == {(3,)}
+
+
+def test_per_domain_oversampling_leaves_the_default_draws_unchanged():
+    keys = [f"BraTS-GLI-{i:05d}-000" for i in range(8)] + [f"BraTS-SSA-{i:05d}-000" for i in range(4)]
+    domains = read_domains({}, keys)
+    draws = []
+    for per_domain in (False, True):
+        np.random.seed(3)
+        loader = _loader(keys, domains, 4, 0.5, oversample_foreground_percent=0.33, per_domain_oversampling=per_domain)
+        draws.append([sorted(loader.get_indices()) for _ in range(50)])
+    assert draws[0] == draws[1]  # the same cases; only the foreground slots move
 
 
 def test_poly_warmup_per_group():

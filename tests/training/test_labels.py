@@ -219,6 +219,33 @@ def test_a_hidden_case_gets_no_gradient_from_the_segmentation_loss_but_from_the_
 
 
 @pytest.mark.parametrize("dataset_json", [DATASET_JSON, REGION_JSON], ids=["labels", "regions"])
+def test_a_hidden_case_leaves_the_labelled_cases_loss_as_if_they_trained_alone(folders, dataset_json):
+    """Per-sample Dice (batch_dice False): a hidden case, padding included, no longer counts in the average."""
+    from nnunet_transfer.training.losses import LabelledSamplesDice
+
+    torch.manual_seed(0)
+    trainer = make(T.nnUNetTrainerMixedDomainUnsupervised, dataset_json)
+    assert not trainer.configuration_manager.batch_dice
+    assert isinstance(getattr(trainer.loss, "loss", trainer.loss).dc, LabelledSamplesDice)
+    keys = [GLI[0], GLI[1], SSA[1]]
+    assert SSA[1] in trainer.label_free_cases
+    seg = torch.randint(0, 4, (3, 1, 16, 16, 16)).float()
+    seg[2] = trainer.label_manager.ignore_label
+    seg[2, :, :4] = 0  # nnU-Net pads past the image with -1, which its transforms make background
+    target = targets(trainer, seg)
+    data = torch.randn(3, 2, 16, 16, 16, requires_grad=True)
+    output = trainer.network(data)  # instance norm: each sample's output depends on that sample only
+    first = (lambda x: [t[:2] for t in x]) if isinstance(output, (list, tuple)) else (lambda x: x[:2])
+    with_hidden, _ = trainer.compute_loss(output, target, {"keys": keys})
+    alone = trainer.loss(first(output), first(target) if isinstance(output, (list, tuple)) else target[0][:2])
+    assert torch.isclose(with_hidden, alone, rtol=1e-5, atol=1e-6)
+    grad_with = torch.autograd.grad(with_hidden, data, retain_graph=True)[0]
+    grad_alone = torch.autograd.grad(alone, data)[0]
+    assert torch.allclose(grad_with[:2], grad_alone[:2], rtol=1e-4, atol=1e-9)
+    assert torch.count_nonzero(grad_with[2]) == 0
+
+
+@pytest.mark.parametrize("dataset_json", [DATASET_JSON, REGION_JSON], ids=["labels", "regions"])
 def test_with_nothing_hidden_the_masked_loss_is_the_plain_loss(folders, dataset_json):
     """The ignore label changes nothing until a voxel is ignored (nnU-Net's own region loss would triple its BCE)."""
     torch.manual_seed(0)
@@ -324,3 +351,19 @@ def test_batch_per_domain_gives_each_domain_the_batch_size(folders, monkeypatch)
     assert seen == [2 * per_domain, per_domain]
     assert T.nnUNetTrainerMixedDomainUnsupervised.batch_per_domain and T.nnUNetTrainerDANNSemiSupervised.batch_per_domain
     assert not T.nnUNetTrainerFineTuneLabelledSubset.batch_per_domain
+
+
+def test_per_domain_foreground_oversampling_is_run_state(folders):
+    """batch_per_domain runs oversample per domain; a run saved before the choice existed resumes without it."""
+    unsupervised = make(T.nnUNetTrainerDANNUnsupervised)
+    assert unsupervised.foreground_oversampling == "per_domain"
+    state = unsupervised.run_state()
+    saved = state["domains"]
+    assert saved["foreground_oversampling"] == "per_domain"
+    assert "foreground oversampled per domain" in Path(unsupervised.log_file).read_text()
+    assert make(T.nnUNetTrainerDANN, initialize=False).foreground_oversampling == "batch"
+    older = {k: v for k, v in saved.items() if k != "foreground_oversampling"}
+    resumed = make(T.nnUNetTrainerDANNUnsupervised, initialize=False, resumed={**state, "domains": older})
+    assert resumed.foreground_oversampling == "batch"
+    again = make(T.nnUNetTrainerDANNUnsupervised, initialize=False, resumed=state)
+    assert again.foreground_oversampling == "per_domain"
