@@ -15,7 +15,7 @@ is therefore derived from that flag on resume.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 import torch
 from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json
@@ -27,6 +27,7 @@ from torch import autocast
 from nnunet_transfer import __version__, config
 from nnunet_transfer.dataset_conversion.labels import unlabelled_cases
 from nnunet_transfer.training.checkpoints import CHECKPOINT_KEY, complete_checkpoint_writes
+from nnunet_transfer.training.labels import ignore_whole_cases
 from nnunet_transfer.training.losses import average_dice_over_labelled_samples, masked_region_loss
 from nnunet_transfer.training.lr_schedule import PolyWarmupLR
 from nnunet_transfer.training.seeding import seed_everything, seeded_augmenters, worker_seeds
@@ -127,9 +128,20 @@ class TransferTrainerBase(nnUNetTrainer):
         """Training loss of one batch and extra values to log (inside autocast).
 
         Extra values may be tensors: ``train_step`` copies them to the host together with the
-        loss after the optimizer step, so that logging adds no GPU synchronisation.
+        loss after the optimizer step, so that logging adds no GPU synchronisation. Every
+        voxel of the batch's :attr:`label_free_training_cases` is ignored
+        (:func:`~nnunet_transfer.training.labels.ignore_whole_cases`: their padding too).
         """
+        free = self.label_free_training_cases if self.label_manager.has_ignore_label else set()
+        if free:
+            target = ignore_whole_cases(target, [i for i, k in enumerate(batch["keys"]) if k in free],
+                                        self.label_manager)
         return self.loss(output, target), {}
+
+    @property
+    def label_free_training_cases(self) -> Set[str]:
+        """Training cases without labels: dataset.json's ``"unlabelled"`` (label-hiding trainers add theirs)."""
+        return set(unlabelled_cases(self.dataset_json))
 
     def check_training_cases(self, train_keys: List[str], val_keys: List[str]) -> None:
         """Validate the split before any epoch runs; mixins raise clear errors here.

@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 import warnings
 from numbers import Integral, Real
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_pickle
@@ -342,13 +342,10 @@ class TargetLabelsMixin:
         """Training cases whose labels are not used: hidden and unlabelled."""
         return set(self.target_labels["hidden"]) | set(self.target_labels["unlabelled"])
 
-    def compute_loss(self, output, target, batch: dict):
-        """The segmentation loss with every voxel of the batch's label-free cases ignored (:func:`ignore_whole_cases`)."""
-        if self.hidden_label_use == "mask":
-            free = self.label_free_cases
-            target = ignore_whole_cases(target, [i for i, k in enumerate(batch["keys"]) if k in free],
-                                        self.label_manager)
-        return super().compute_loss(output, target, batch)
+    @property
+    def label_free_training_cases(self) -> Set[str]:
+        """Hidden and unlabelled cases: every voxel of theirs is ignored by the segmentation loss."""
+        return self.label_free_cases
 
     def run_state(self) -> dict:
         state = super().run_state()

@@ -246,6 +246,22 @@ def test_a_hidden_case_leaves_the_labelled_cases_loss_as_if_they_trained_alone(f
 
 
 @pytest.mark.parametrize("dataset_json", [DATASET_JSON, REGION_JSON], ids=["labels", "regions"])
+def test_unlabelled_scans_are_ignored_whole_by_every_plugin_trainer(folders, dataset_json):
+    """A plain (supervised) trainer on a dataset with unlabelled scans: their padded voxels train nothing either."""
+    unlabelled = {**dataset_json, "labels": {**dataset_json["labels"], "ignore": 4}, "unlabelled": [SSA[1]]}
+    torch.manual_seed(0)
+    trainer = make(T.nnUNetTrainerMixedDomain, unlabelled)
+    assert trainer.label_free_training_cases == {SSA[1]}
+    seg = torch.randint(0, 4, (2, 1, 16, 16, 16)).float()
+    seg[1] = 4
+    seg[1, :, :4] = 0  # padding, made background by nnU-Net's transforms
+    data = torch.randn(2, 2, 16, 16, 16, requires_grad=True)
+    loss, _ = trainer.compute_loss(trainer.network(data), targets(trainer, seg), {"keys": [GLI[0], SSA[1]]})
+    grad = torch.autograd.grad(loss, data)[0]
+    assert torch.count_nonzero(grad[0]) > 0 and torch.count_nonzero(grad[1]) == 0
+
+
+@pytest.mark.parametrize("dataset_json", [DATASET_JSON, REGION_JSON], ids=["labels", "regions"])
 def test_with_nothing_hidden_the_masked_loss_is_the_plain_loss(folders, dataset_json):
     """The ignore label changes nothing until a voxel is ignored (nnU-Net's own region loss would triple its BCE)."""
     torch.manual_seed(0)
