@@ -129,17 +129,17 @@ class TransferTrainerBase(nnUNetTrainer):
 
         Extra values may be tensors: ``train_step`` copies them to the host together with the
         loss after the optimizer step, so that logging adds no GPU synchronisation. Every
-        voxel of the batch's :attr:`label_free_training_cases` is ignored
+        voxel of the batch's :attr:`label_free_cases` is ignored
         (:func:`~nnunet_transfer.training.labels.ignore_whole_cases`: their padding too).
         """
-        free = self.label_free_training_cases if self.label_manager.has_ignore_label else set()
+        free = self.label_free_cases if self.label_manager.has_ignore_label else set()
         if free:
             target = ignore_whole_cases(target, [i for i, k in enumerate(batch["keys"]) if k in free],
                                         self.label_manager)
         return self.loss(output, target), {}
 
     @property
-    def label_free_training_cases(self) -> Set[str]:
+    def label_free_cases(self) -> Set[str]:
         """Training cases without labels: dataset.json's ``"unlabelled"`` (label-hiding trainers add theirs)."""
         return set(unlabelled_cases(self.dataset_json))
 

@@ -339,13 +339,8 @@ class TargetLabelsMixin:
 
     @property
     def label_free_cases(self) -> Set[str]:
-        """Training cases whose labels are not used: hidden and unlabelled."""
+        """Training cases whose labels are not used, hidden and unlabelled: the loss ignores them whole."""
         return set(self.target_labels["hidden"]) | set(self.target_labels["unlabelled"])
-
-    @property
-    def label_free_training_cases(self) -> Set[str]:
-        """Hidden and unlabelled cases: every voxel of theirs is ignored by the segmentation loss."""
-        return self.label_free_cases
 
     def run_state(self) -> dict:
         state = super().run_state()

@@ -251,7 +251,7 @@ def test_unlabelled_scans_are_ignored_whole_by_every_plugin_trainer(folders, dat
     unlabelled = {**dataset_json, "labels": {**dataset_json["labels"], "ignore": 4}, "unlabelled": [SSA[1]]}
     torch.manual_seed(0)
     trainer = make(T.nnUNetTrainerMixedDomain, unlabelled)
-    assert trainer.label_free_training_cases == {SSA[1]}
+    assert trainer.label_free_cases == {SSA[1]}
     seg = torch.randint(0, 4, (2, 1, 16, 16, 16)).float()
     seg[1] = 4
     seg[1, :, :4] = 0  # padding, made background by nnU-Net's transforms
