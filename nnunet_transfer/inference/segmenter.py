@@ -288,7 +288,11 @@ class Segmenter:
             if previous is not None:
                 raise ValueError(f"{self.model.folder.name} is a cascade stage that needs the segmentations of "
                                  f"{previous}; segment supports single-stage models (e.g. 3d_fullres)")
-            if engine != "torch":  # nnU-Net's predictor as it is, its network run by the engine (each fold exported now)
+            if engine == "torch":  # any trainer's network (the plugin's build it so already): batch-1 tiles via oneDNN
+                from nnunet_transfer.training.onednn import single_sample_onednn
+
+                single_sample_onednn(predictor.network)
+            else:  # nnU-Net's predictor as it is, its network run by the engine (each fold exported now)
                 from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
 
                 from nnunet_transfer.inference.engines import ExportedNetwork

@@ -22,6 +22,7 @@ from batchgenerators.utilities.file_and_folder_operations import isfile, join, l
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from nnunetv2.utilities.helpers import dummy_context
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import autocast
 
 from nnunet_transfer import __version__, config
@@ -30,6 +31,7 @@ from nnunet_transfer.training.checkpoints import CHECKPOINT_KEY, complete_checkp
 from nnunet_transfer.training.labels import ignore_whole_cases
 from nnunet_transfer.training.losses import average_dice_over_labelled_samples, masked_region_loss
 from nnunet_transfer.training.lr_schedule import PolyWarmupLR
+from nnunet_transfer.training.onednn import single_sample_onednn
 from nnunet_transfer.training.seeding import seed_everything, seeded_augmenters, worker_seeds
 
 
@@ -99,6 +101,16 @@ class TransferTrainerBase(nnUNetTrainer):
             self.print_to_log_file(f"nnunet-transfer: initial_lr = {lr} instead of {self.initial_lr} "
                                    f"({config.INITIAL_LR})")
             self.initial_lr = lr
+
+    @staticmethod
+    def build_network_architecture(plans_manager: PlansManager, configuration_manager: ConfigurationManager,
+                                   num_input_channels: int, num_output_channels: int,
+                                   enable_deep_supervision: bool = True) -> torch.nn.Module:
+        """nnU-Net's network (training and ``nnUNetv2_predict`` both build it here), its
+        ``Conv3d`` modules running single-sample CPU inputs through oneDNN
+        (:mod:`nnunet_transfer.training.onednn`: same parameters, about 8x faster there)."""
+        return single_sample_onednn(nnUNetTrainer.build_network_architecture(
+            plans_manager, configuration_manager, num_input_channels, num_output_channels, enable_deep_supervision))
 
     # ---- hooks -------------------------------------------------------------------------
     @classmethod
