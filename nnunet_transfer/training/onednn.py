@@ -13,8 +13,8 @@ level of a small one; so does training with batch size 1 (the paper's recipe).
 backward); :func:`single_sample_onednn` switches a network's ``Conv3d`` modules to it in
 place. Parameters, state-dict keys and ``isinstance(m, nn.Conv3d)`` are unchanged. Outputs
 agree with PyTorch's kernel to float32 rounding (about 1e-6), not bitwise. Everything else
-runs PyTorch's own path: GPUs, other dtypes, padding modes other than zeros, and tracing,
-scripting or compiling (an exported ONNX graph keeps its standard ``Conv`` nodes).
+runs PyTorch's own path: GPUs, other dtypes, padding modes other than zeros, CPU autocast,
+and tracing, scripting or compiling (an exported ONNX graph keeps its standard ``Conv`` nodes).
 
 Example:
     >>> import torch
@@ -44,6 +44,8 @@ class OneDNNConv3d(nn.Conv3d):
         """Whether ``input`` goes through oneDNN here rather than PyTorch's own kernel selection."""
         if torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling():
             return False  # before any shape test: a traced graph records no Python branch
+        if torch.is_autocast_enabled("cpu"):
+            return False  # autocast casts inside PyTorch's convolution, not around this call
         return (input.dim() == 5 and input.shape[0] == 1 and input.device.type == "cpu"
                 and input.dtype == torch.float32 and self.weight.dtype == torch.float32
                 and self.padding_mode == "zeros" and not isinstance(self.padding, str) and _onednn_enabled())

@@ -69,6 +69,16 @@ def test_a_traced_network_keeps_standard_convolutions_and_exports_to_onnx():
     assert len(buffer.getvalue()) > 0
 
 
+def test_cpu_autocast_runs_pytorchs_own_path():
+    plain, fast = _pair()
+    x = torch.randn(1, 4, 8, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.inference_mode():
+        assert not fast.takes_onednn(x)
+        y_fast, y_plain = fast(x), plain(x)
+    assert y_fast.dtype == y_plain.dtype == torch.bfloat16
+    torch.testing.assert_close(y_fast, y_plain, rtol=0, atol=0)
+
+
 def test_disabling_mkldnn_is_respected():
     _, fast = _pair()
     x = torch.randn(1, 4, 8, 8, 8)
