@@ -63,21 +63,17 @@ def plans_for(name: str) -> dict:
 
 
 def networks(plans: dict, deep_supervision: bool):
-    """nnU-Net's network (plain Conv3d) and the plugin trainers' (OneDNNConv3d), same weights."""
+    """nnU-Net's network (plain Conv3d) and a copy switched to OneDNNConv3d, as the plugin trainers build it."""
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    from nnunet_transfer.training.base import TransferTrainerBase
-    from nnunet_transfer.training.onednn import OneDNNConv3d
+    from nnunet_transfer.training.onednn import single_sample_onednn
 
     manager = PlansManager(plans)
     config = manager.get_configuration("3d_fullres")
     torch.manual_seed(0)
-    fast = TransferTrainerBase.build_network_architecture(manager, config, 4, 4, deep_supervision)  # 4 labels
-    plain = copy.deepcopy(fast)
-    for module in plain.modules():
-        if type(module) is OneDNNConv3d:
-            module.__class__ = torch.nn.Conv3d
-    assert not any(type(m) is OneDNNConv3d for m in plain.modules())
+    plain = nnUNetTrainer.build_network_architecture(manager, config, 4, 4, deep_supervision)  # 4 labels
+    fast = single_sample_onednn(copy.deepcopy(plain))
     return manager, config, plain, fast
 
 

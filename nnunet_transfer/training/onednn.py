@@ -42,13 +42,15 @@ class OneDNNConv3d(nn.Conv3d):
 
     def takes_onednn(self, input: torch.Tensor) -> bool:
         """Whether ``input`` goes through oneDNN here rather than PyTorch's own kernel selection."""
+        if input.device.type != "cpu":
+            return False  # first: the GPU path pays one comparison per convolution
         if torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling():
             return False  # before any shape test: a traced graph records no Python branch
         if torch.is_autocast_enabled("cpu"):
             return False  # autocast casts inside PyTorch's convolution, not around this call
-        return (input.dim() == 5 and input.shape[0] == 1 and input.device.type == "cpu"
-                and input.dtype == torch.float32 and self.weight.dtype == torch.float32
-                and self.padding_mode == "zeros" and not isinstance(self.padding, str) and _onednn_enabled())
+        return (input.dim() == 5 and input.shape[0] == 1 and input.dtype == torch.float32
+                and self.weight.dtype == torch.float32 and self.padding_mode == "zeros"
+                and not isinstance(self.padding, str) and _onednn_enabled())
 
     def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]):
         if self.takes_onednn(input):
