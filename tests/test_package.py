@@ -20,6 +20,7 @@ DOCTEST_MODULES = [
     "nnunet_transfer.training.freezing", "nnunet_transfer.training.lr_schedule", "nnunet_transfer.training.losses",
     "nnunet_transfer.training.labels", "nnunet_transfer.training.progress", "nnunet_transfer.dataset_conversion.labels",
     "nnunet_transfer.postprocessing", "nnunet_transfer.postprocessing.rules", "nnunet_transfer.postprocessing.io",
+    "nnunet_transfer.postprocessing.sources",
 ]
 
 

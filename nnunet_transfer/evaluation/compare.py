@@ -37,7 +37,8 @@ combined-dataset rows differ in one design choice only, e.g. that Combined (unif
 vs Combined (balanced batches) isolates the sampling and Combined (balanced batches) vs DANN
 isolates the domain loss. A row's design is read from its trainer class (this plugin's
 ``-tr`` name in an nnU-Net results folder path, ``.../DatasetXXX/Trainer__Plans__Config``);
-rows compare only when dataset, plans, configuration and recipe match. Further notes quote
+rows compare only when dataset, plans, configuration, recipe and the target labels used
+(every one, or the labels-hiding trainers' recorded decision, from ``debug.json``) match. Further notes quote
 each trained row's optimizer, initial learning rate, schedule, batch size and seed from
 nnU-Net's ``fold_k/debug.json`` (:mod:`.recipes`).
 
@@ -50,6 +51,7 @@ Example:
 
 from __future__ import annotations
 
+import ast
 import csv
 import io
 import json
@@ -304,12 +306,15 @@ class MixedDomainDesign:
     target_share: Optional[float]         # share of every batch from the target domain; None: uniform
     domain_loss: bool                     # a domain classifier's loss is added (DANN)
     gradient_reversal: bool               # ... and reaches the encoder reversed
-    setting: Tuple[str, ...]              # dataset, plans, configuration, recipe: must match to compare
+    setting: Tuple[str, ...]              # dataset, plans, configuration, recipe, target labels: must match
+    batch_per_domain: bool = False        # each domain gets the batch size (labels-hiding trainers)
 
     @property
     def sampling(self) -> str:
         if self.target_share is None:
             return "cases drawn uniformly"
+        if self.batch_per_domain:
+            return "a batch of source and one of target cases per step"
         return f"domain-balanced batches, target share {self.target_share:g}"
 
     @property
@@ -348,14 +353,43 @@ def mixed_domain_design(paths: Union[PathLike, Sequence[PathLike]]) -> Optional[
     recipe = "paper" if issubclass(cls, PaperRecipeMixin) else "nnU-Net"
     return MixedDomainDesign(target_share=cls.target_share, domain_loss=adversarial,
                              gradient_reversal=adversarial and bool(cls.reverse_gradients),
-                             setting=(dataset, plans, configuration, recipe))
+                             setting=(dataset, plans, configuration, recipe, target_label_regime(cls, paths)),
+                             batch_per_domain=bool(getattr(cls, "batch_per_domain", False)))
+
+
+def target_label_regime(cls: type, paths: Sequence[PathLike]) -> str:
+    """Which target labels a row's training used: every one, or the runs' recorded decision.
+
+    Trainers without :class:`~nnunet_transfer.training.labels.TargetLabelsMixin` use every
+    label. For the others the decision is read from each fold's ``debug.json``
+    (``target_labels``, the run state nnU-Net records as a string); without one, or with folds
+    that disagree, the regime names the row's folders, so that it matches no other row.
+    """
+    from nnunet_transfer.training.labels import TargetLabelsMixin
+
+    if not issubclass(cls, TargetLabelsMixin):
+        return "every target label"
+    found = set()
+    for raw in paths:
+        for debug in sorted(Path(os.path.expandvars(str(raw))).glob("fold_*/debug.json")):
+            try:
+                saved = json.loads(debug.read_text()).get("target_labels")
+                saved = ast.literal_eval(saved) if isinstance(saved, str) else saved
+            except (OSError, ValueError, SyntaxError):
+                saved = None
+            if not isinstance(saved, dict):
+                return f"undetermined ({debug})"
+            found.add(f"labelled_target_cases {saved.get('setting')}, hidden labels: {saved.get('hidden_label_use')}")
+    if len(found) == 1:
+        return found.pop()
+    return f"undetermined ({', '.join(map(str, paths))}: {sorted(found) or 'no debug.json'})"
 
 
 def _difference(a: MixedDomainDesign, b: MixedDomainDesign) -> Optional[str]:
     """The one design choice two rows differ in ("sampling", "domain loss", ...), or None."""
     if a.setting != b.setting:
         return None
-    sampling = a.target_share != b.target_share
+    sampling = (a.target_share, a.batch_per_domain) != (b.target_share, b.batch_per_domain)
     if a.domain_loss != b.domain_loss:
         return "sampling and domain loss" if sampling else "domain loss"
     if a.domain_loss and a.gradient_reversal != b.gradient_reversal:

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Union
 
-from nnunet_transfer.postprocessing.sources import _fold_key, expand
+from nnunet_transfer.postprocessing.sources import expand, fold_sort_key
 
 PathLike = Union[str, Path]
 
@@ -65,7 +65,7 @@ def row_recipe(paths: Union[PathLike, Sequence[PathLike]], folds: Optional[Seque
         return None
     if len(set(found.values())) == 1:
         return next(iter(found.values()))
-    return "; ".join(f"fold {fold}: {found[fold]}" for fold in sorted(found, key=_fold_key))
+    return "; ".join(f"fold {fold}: {found[fold]}" for fold in sorted(found, key=fold_sort_key))
 
 
 def recipe_notes(strategies: Mapping[str, Union[PathLike, Sequence[PathLike]]],

@@ -48,7 +48,12 @@ def expand(path: PathLike) -> Path:
     return Path(os.path.expandvars(str(path))).expanduser()
 
 
-def _fold_key(fold: str):
+def fold_sort_key(fold: str) -> tuple:
+    """Sort key for fold names: numbered folds in numeric order, then named ones (``all``).
+
+    >>> sorted(["10", "all", "2"], key=fold_sort_key)
+    ['2', '10', 'all']
+    """
     return (not fold.isdigit(), int(fold) if fold.isdigit() else 0, fold)
 
 
@@ -65,11 +70,11 @@ def fold_folders(root: PathLike, folds: Optional[Sequence[Union[int, str]]] = No
             raise FileNotFoundError(f"{root} has no fold_* folders, so folds {', '.join(map(str, folds))} "
                                     f"cannot be selected.")
         return {}
-    wanted = sorted(found, key=_fold_key) if not folds else [str(f) for f in folds]
+    wanted = sorted(found, key=fold_sort_key) if not folds else [str(f) for f in folds]
     result = {}
     for fold in wanted:
         if fold not in found:
-            raise FileNotFoundError(f"{root} has no fold_{fold} (it has {', '.join(sorted(found, key=_fold_key))}).")
+            raise FileNotFoundError(f"{root} has no fold_{fold} (it has {', '.join(sorted(found, key=fold_sort_key))}).")
         validation = found[fold] / "validation"
         if not validation.is_dir():
             raise FileNotFoundError(f"{found[fold]} has no validation folder (was fold {fold} trained and validated?).")

@@ -192,6 +192,36 @@ def test_notes_name_the_design_choice_each_pair_of_combined_rows_isolates(tmp_pa
     assert result["notes"] == [] and "### Notes" not in result["markdown"]
 
 
+def test_notes_compare_label_hiding_rows_only_with_rows_that_used_the_same_target_labels(tmp_path):
+    rng = np.random.default_rng(2)
+    write_strategy(tmp_path / "Baseline", rng, 0.0)
+    dataset = tmp_path / "results" / "Dataset943_DemoGLISSA"
+    rows = {"Combined (balanced batches)": ("nnUNetTrainerMixedDomain", None),
+            "DANN (supervised)": ("nnUNetTrainerDANN", None),
+            "DANN (semi-supervised)": ("nnUNetTrainerDANNSemiSupervised", 2),
+            "DANN (unsupervised)": ("nnUNetTrainerDANNUnsupervised", 0),
+            "Combined (balanced, unsupervised)": ("nnUNetTrainerMixedDomainUnsupervised", 0),
+            "No record": ("nnUNetTrainerDANNNoGRLUnsupervised", "missing")}
+    paths = {"Baseline": tmp_path / "Baseline"}
+    for offset, (label, (trainer, labelled)) in enumerate(rows.items()):
+        folder = dataset / f"{trainer}__nnUNetPlansTiny_from941__3d_fullres"
+        write_strategy(folder, rng, 0.01 * offset)
+        if labelled not in (None, "missing"):  # nnU-Net's debug.json holds str(value) of the run state
+            for fold in FOLDS:
+                state = {"setting": labelled, "hidden_label_use": "mask", "labelled": [], "hidden": []}
+                (folder / f"fold_{fold}" / "debug.json").write_text(json.dumps({"target_labels": str(state)}))
+        paths[label] = folder
+    notes = compare_strategies(paths, "Baseline", tmp_path / "cmp")["notes"]
+    design = [note for note in notes if " isolates " in note or " differ in " in note]
+    # the supervised rows compare with each other; the unsupervised DANN only with its control, which it
+    # differs from in the domain loss alone (the same per-domain batches, the same hidden labels)
+    assert [note.split(" isolates ")[0].split(" differ in ")[0] for note in design] == [
+        "Combined (balanced batches) vs DANN (supervised)", "DANN (unsupervised) vs Combined (balanced, unsupervised)"]
+    assert ("isolates the domain loss: they share the sampler (a batch of source and one of target cases per "
+            "step)") in design[1]
+    assert not any("No record" in note or "semi-supervised" in note for note in design)
+
+
 def _pp_strategies(tmp_path, monkeypatch):
     """A baseline and an nnU-Net results folder whose predictions carry small false-positive specks."""
     from nnunet_transfer.postprocessing.io import write_rules

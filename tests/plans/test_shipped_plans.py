@@ -110,11 +110,21 @@ def test_every_trainer_of_a_shipped_plan_exists(name):
 
 def test_the_uda_plans_run_every_regime_on_the_same_labelled_subset():
     from nnunet_transfer import config
+    import nnunet_transfer.training.trainers as trainers
 
     for name, labelled in (("brats_ssa_uda", "10"), ("demo_uda", "2")):
         plan = load_plan(name)
         strategies = plan.strategies
         assert strategies["dann_unsupervised"].trainer.startswith("nnUNetTrainerDANNUnsupervised")
+        # its control: the same batches on the same dataset, without the domain loss
+        control = strategies["mixed_unsupervised"]
+        assert control.trainer.startswith("nnUNetTrainerMixedDomainUnsupervised")
+        assert control.dataset == strategies["dann_unsupervised"].dataset
+        assert control.trainer.endswith("_PaperRecipe") == strategies["dann_unsupervised"].trainer.endswith("_PaperRecipe")
+        dann, mixed = (getattr(trainers, strategies[k].trainer) for k in ("dann_unsupervised", "mixed_unsupervised"))
+        for knob in ("labelled_target_cases", "batch_per_domain", "target_share", "hidden_label_use"):
+            assert getattr(mixed, knob) == getattr(dann, knob), (name, knob)
+        assert not hasattr(mixed, "domain_loss_weight")
         assert strategies["dann_semi"].trainer.startswith("nnUNetTrainerDANNSemiSupervised")
         assert strategies["finetune_labelled"].trainer.startswith("nnUNetTrainerFineTuneLabelledSubset")
         # semi-supervised DANN and its competitor see the same number of labelled target cases
