@@ -10,6 +10,9 @@ Example:
     >>> describe({"optimizer": "SGD (\\nParameter Group 0 ...", "initial_lr": 0.01, "num_epochs": 4,
     ...           "num_iterations_per_epoch": 50, "batch_size": 2, "poly_exponent": 0.9, "training_seed": 0})
     'SGD, initial lr 0.01, poly 0.9, 4 epochs x 50 iterations, batch size 2, seed 0'
+
+The label-hiding trainers that give each domain the batch size (``batch_per_domain``) say so:
+``batch size 2 per domain`` (2 source and 2 target cases per step).
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ def describe(debug: Mapping) -> str:
     if debug.get("num_epochs") is not None and debug.get("num_iterations_per_epoch") is not None:
         parts.append(f"{debug['num_epochs']} epochs x {debug['num_iterations_per_epoch']} iterations")
     if debug.get("batch_size") is not None:
-        parts.append(f"batch size {debug['batch_size']}")
+        per_domain = str(debug.get("batch_per_domain")) == "True"  # nnU-Net stores str(value)
+        parts.append(f"batch size {debug['batch_size']}{' per domain' if per_domain else ''}")
     if "training_seed" in debug:  # this plugin's trainers; stock nnU-Net records none
         seed = debug["training_seed"]
         parts.append("unseeded" if seed in (None, "None") else f"seed {seed}")

@@ -25,6 +25,9 @@ def test_describe_plugin_and_stock_trainings():
     assert describe(stock) == "SGD, initial lr 0.01, 4 epochs x 50 iterations, batch size 2"
     assert describe({**SGD, "training_seed": None}).endswith("batch size 2, unseeded")
     assert describe({"optimizer": "Adam (\n...", "initial_lr": 6e-05}) == "Adam, initial lr 6e-05"
+    # the label-hiding trainers' per-domain batches (nnU-Net's debug.json holds str(value))
+    assert describe({**SGD, "batch_per_domain": "True"}).endswith("batch size 2 per domain, seed 0")
+    assert describe({**SGD, "batch_per_domain": "False"}) == describe(SGD)
 
 
 def test_rows_grouped_by_recipe_folds_that_differ_named(tmp_path):
