@@ -37,8 +37,9 @@ combined-dataset rows differ in one design choice only, e.g. that Combined (unif
 vs Combined (balanced batches) isolates the sampling and Combined (balanced batches) vs DANN
 isolates the domain loss. A row's design is read from its trainer class (this plugin's
 ``-tr`` name in an nnU-Net results folder path, ``.../DatasetXXX/Trainer__Plans__Config``);
-rows compare only when dataset, plans, configuration, recipe and the target labels used
-(every one, or the labels-hiding trainers' recorded decision, from ``debug.json``) match. Further notes quote
+rows compare only when dataset, plans, configuration, recipe and the target labels used match
+(every one; or, for the label-hiding trainers, the same labelled cases per fold, read from
+each fold's ``debug.json``). Further notes quote
 each trained row's optimizer, initial learning rate, schedule, batch size and seed from
 nnU-Net's ``fold_k/debug.json`` (:mod:`.recipes`).
 
@@ -362,14 +363,16 @@ def target_label_regime(cls: type, paths: Sequence[PathLike]) -> str:
 
     Trainers without :class:`~nnunet_transfer.training.labels.TargetLabelsMixin` use every
     label. For the others the decision is read from each fold's ``debug.json``
-    (``target_labels``, the run state nnU-Net records as a string); without one, or with folds
-    that disagree, the regime names the row's folders, so that it matches no other row.
+    (``target_labels``, the run state nnU-Net records as a string): the cases that kept their
+    labels in each fold and how the hidden ones trained, so that two rows match only when they
+    trained on the same labelled cases. A fold without that record makes the regime name the
+    row's folders, so that it matches no other row.
     """
     from nnunet_transfer.training.labels import TargetLabelsMixin
 
     if not issubclass(cls, TargetLabelsMixin):
         return "every target label"
-    found = set()
+    folds = []
     for raw in paths:
         for debug in sorted(Path(os.path.expandvars(str(raw))).glob("fold_*/debug.json")):
             try:
@@ -378,11 +381,11 @@ def target_label_regime(cls: type, paths: Sequence[PathLike]) -> str:
             except (OSError, ValueError, SyntaxError):
                 saved = None
             if not isinstance(saved, dict):
-                return f"undetermined ({debug})"
-            found.add(f"labelled_target_cases {saved.get('setting')}, hidden labels: {saved.get('hidden_label_use')}")
-    if len(found) == 1:
-        return found.pop()
-    return f"undetermined ({', '.join(map(str, paths))}: {sorted(found) or 'no debug.json'})"
+                return f"undetermined ({debug} records no target_labels)"
+            folds.append((debug.parent.name, sorted(saved.get("labelled") or []), saved.get("hidden_label_use")))
+    if not folds:
+        return f"undetermined ({', '.join(map(str, paths))}: no fold_*/debug.json)"
+    return f"labelled target cases per fold (and hidden-label use): {sorted(folds)}"
 
 
 def _difference(a: MixedDomainDesign, b: MixedDomainDesign) -> Optional[str]:

@@ -208,7 +208,8 @@ def test_notes_compare_label_hiding_rows_only_with_rows_that_used_the_same_targe
         write_strategy(folder, rng, 0.01 * offset)
         if labelled not in (None, "missing"):  # nnU-Net's debug.json holds str(value) of the run state
             for fold in FOLDS:
-                state = {"setting": labelled, "hidden_label_use": "mask", "labelled": [], "hidden": []}
+                state = {"setting": labelled, "hidden_label_use": "mask",
+                         "labelled": [f"SSA-{fold}-{i}" for i in range(labelled)], "hidden": []}
                 (folder / f"fold_{fold}" / "debug.json").write_text(json.dumps({"target_labels": str(state)}))
         paths[label] = folder
     notes = compare_strategies(paths, "Baseline", tmp_path / "cmp")["notes"]
