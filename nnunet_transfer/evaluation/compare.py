@@ -70,7 +70,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from nnunet_transfer.evaluation.metrics import EMPTY_PENALTY
-from nnunet_transfer.evaluation.recipes import recipe_notes
+from nnunet_transfer.evaluation.recipes import debug_files, recipe_notes
 
 logger = logging.getLogger(__name__)
 PathLike = Union[str, Path]
@@ -373,16 +373,15 @@ def target_label_regime(cls: type, paths: Sequence[PathLike]) -> str:
     if not issubclass(cls, TargetLabelsMixin):
         return "every target label"
     folds = []
-    for raw in paths:
-        for debug in sorted(Path(os.path.expandvars(str(raw))).glob("fold_*/debug.json")):
-            try:
-                saved = json.loads(debug.read_text()).get("target_labels")
-                saved = ast.literal_eval(saved) if isinstance(saved, str) else saved
-            except (OSError, ValueError, SyntaxError):
-                saved = None
-            if not isinstance(saved, dict):
-                return f"undetermined ({debug} records no target_labels)"
-            folds.append((debug.parent.name, sorted(saved.get("labelled") or []), saved.get("hidden_label_use")))
+    for fold, debug in debug_files(paths):
+        try:
+            saved = json.loads(debug.read_text()).get("target_labels")
+            saved = ast.literal_eval(saved) if isinstance(saved, str) else saved
+        except (OSError, ValueError, SyntaxError):
+            saved = None
+        if not isinstance(saved, dict):
+            return f"undetermined ({debug} records no target_labels)"
+        folds.append((fold, sorted(saved.get("labelled") or []), saved.get("hidden_label_use")))
     if not folds:
         return f"undetermined ({', '.join(map(str, paths))}: no fold_*/debug.json)"
     return f"labelled target cases per fold (and hidden-label use): {sorted(folds)}"

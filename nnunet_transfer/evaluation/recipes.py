@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from nnunet_transfer.postprocessing.sources import expand, fold_sort_key
 
@@ -47,24 +47,25 @@ def describe(debug: Mapping) -> str:
     return ", ".join(parts)
 
 
-def row_recipe(paths: Union[PathLike, Sequence[PathLike]], folds: Optional[Sequence[str]] = None) -> Optional[str]:
-    """The recipe of a row's training folds (one line; per fold when they differ), or None without any."""
+def debug_files(paths: Union[PathLike, Sequence[PathLike]]) -> List[Tuple[str, Path]]:
+    """``(fold, fold_k/debug.json)`` of a row's results folders, folder by folder, folds sorted by name."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
+    return [(debug.parent.name[len("fold_"):], debug) for raw in paths
+            for debug in sorted(expand(raw).glob("fold_*/debug.json"))]
+
+
+def row_recipe(paths: Union[PathLike, Sequence[PathLike]], folds: Optional[Sequence[str]] = None) -> Optional[str]:
+    """The recipe of a row's training folds (one line; per fold when they differ), or None without any."""
     wanted = None if folds is None else set(map(str, folds))
     found: Dict[str, str] = {}
-    for raw in paths:
-        path = expand(raw)
-        if not path.is_dir():
+    for fold, debug in debug_files(paths):
+        if fold == "all" or (wanted is not None and fold not in wanted):
             continue
-        for debug in path.glob("fold_*/debug.json"):
-            fold = debug.parent.name[len("fold_"):]
-            if fold == "all" or (wanted is not None and fold not in wanted):
-                continue
-            try:
-                found[fold] = describe(json.loads(debug.read_text()))
-            except (OSError, ValueError):
-                continue
+        try:
+            found[fold] = describe(json.loads(debug.read_text()))
+        except (OSError, ValueError):
+            continue
     if not found:
         return None
     if len(set(found.values())) == 1:
