@@ -71,6 +71,7 @@ import numpy as np
 
 from nnunet_transfer.evaluation.metrics import EMPTY_PENALTY
 from nnunet_transfer.evaluation.recipes import debug_files, recipe_notes
+from nnunet_transfer.postprocessing.sources import expand
 
 logger = logging.getLogger(__name__)
 PathLike = Union[str, Path]
@@ -187,7 +188,7 @@ def load_strategy(paths: Union[PathLike, Sequence[PathLike]], labels: Sequence[s
     load = dict(labels=labels, gt_dir=gt_dir, hd95=hd95, empty_penalty=empty_penalty,
                 num_processes=num_processes, file_ending=file_ending)
     for index, raw in enumerate(paths):
-        path = Path(os.path.expandvars(str(raw))).expanduser()
+        path = expand(raw)
         if path.is_file():
             add(_fold_name(path.parent, str(index)), json.loads(path.read_text()), path)
         elif path.is_dir():
@@ -331,7 +332,7 @@ def mixed_domain_design(paths: Union[PathLike, Sequence[PathLike]]) -> Optional[
         paths = [paths]
     found = set()
     for raw in paths:
-        parts = Path(os.path.expandvars(str(raw))).parts
+        parts = expand(raw).parts
         if POSTPROCESSED_DIR in parts:  # post-processed: differs from its row in more than the design
             return None
         for index, part in enumerate(parts):
@@ -540,8 +541,7 @@ def postprocess_strategy(paths: Union[PathLike, Sequence[PathLike]], rules_file:
     from nnunet_transfer.evaluation.evaluate import evaluate_folder
     from nnunet_transfer.postprocessing.folders import apply_to_folder
     from nnunet_transfer.postprocessing.io import FILE_NAME, read_rules
-    from nnunet_transfer.postprocessing.sources import expand, file_ending as ending_of, fold_folders, \
-        reference_folder
+    from nnunet_transfer.postprocessing.sources import file_ending as ending_of, fold_folders, reference_folder
 
     if not isinstance(paths, (str, Path)):
         if len(paths) != 1:

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from nnunet_transfer import config
 from nnunet_transfer.evaluation.metrics import EMPTY_PENALTY
+from nnunet_transfer.postprocessing.sources import expand
 
 logger = logging.getLogger(__name__)
 PathLike = Union[str, Path]
@@ -106,7 +107,7 @@ def predict_folds(source_model_dir: PathLike, target_dataset: Union[int, str],
     Returns:
         ``{fold: summary}`` (empty summaries when ``evaluate`` is false).
     """
-    source_model_dir = Path(os.path.expandvars(str(source_model_dir))).expanduser()
+    source_model_dir = expand(source_model_dir)
     out_dir = Path(out_dir)
     name = target_dataset_name(target_dataset)
     raw = config.nnunet_raw() / name

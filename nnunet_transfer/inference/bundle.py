@@ -41,6 +41,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from nnunet_transfer.inference.model import (BRATS_RULES_FILE, DEFAULT_CHECKPOINT, NNUNET_POSTPROCESSING_FILE, Fold,
                                              Model, folds_string, load_model)
+from nnunet_transfer.postprocessing.sources import expand
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ def export_bundle(model: PathLike, out_file: PathLike, folds: Optional[Sequence[
     The zip is written next to ``out_file`` under a temporary name and moved into place when
     complete. Raises FileNotFoundError / ValueError naming the missing file or problem.
     """
-    model_ = load_model(Path(os.path.expandvars(str(model))).expanduser(), folds, checkpoint)
+    model_ = load_model(expand(model), folds, checkpoint)
     if not model_.dataset.startswith("Dataset") or not model_.dataset[7:10].isdigit():
         raise ValueError(f"{model_.folder} must sit in a DatasetXXX_Name folder, as nnU-Net writes it: the bundle's "
                          f"paths are relative to nnUNet_results")

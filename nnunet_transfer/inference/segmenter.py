@@ -45,6 +45,7 @@ from nnunet_transfer.dataset_conversion.to_brats import STYLES
 from nnunet_transfer.inference.bundle import is_bundle, opened_bundle
 from nnunet_transfer.inference.cases import find_cases
 from nnunet_transfer.inference.model import DEFAULT_CHECKPOINT, Fold, Model, load_model
+from nnunet_transfer.postprocessing.sources import expand
 
 logger = logging.getLogger(__name__)
 
@@ -232,7 +233,7 @@ class Segmenter:
 
     def __init__(self, model: PathLike, options: Optional[SegmentOptions] = None):
         self.options = options or SegmentOptions()
-        self.source = Path(os.path.expandvars(str(model))).expanduser()
+        self.source = expand(model)
         self._stack = contextlib.ExitStack()
         self._predictor = None
         self.setup_seconds = 0.0
