@@ -26,6 +26,20 @@ CPU_ENV = {
 }
 
 
+# Test-only: workers that nnU-Net's console scripts spawn skip re-running the script (about 4 s of
+# CPU each); see tests/spawn_bootstrap/sitecustomize.py. Every subprocess a test starts inherits it.
+SPAWN_BOOTSTRAP = Path(__file__).resolve().parent / "spawn_bootstrap"
+if str(SPAWN_BOOTSTRAP) not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(SPAWN_BOOTSTRAP), os.environ.get("PYTHONPATH"))
+                                               if p)
+
+
+def stock_spawn_env() -> Dict[str, str]:
+    """``PYTHONPATH`` without the test-only spawn bootstrap, for a test of nnU-Net's own start-up."""
+    parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(SPAWN_BOOTSTRAP)]
+    return {"PYTHONPATH": os.pathsep.join(parts)}
+
+
 def nnunet_folders(root: Path) -> Dict[str, str]:
     """nnU-Net folder variables below ``root`` (created), plus the plugin's trainer path."""
     env = {}

@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from tests.conftest import run_cmd
+from tests.conftest import run_cmd, stock_spawn_env
 from tests.integration.conftest import DATASET, PLANS, SSA, fold_dir, load, train
 
 pytestmark = pytest.mark.integration
@@ -35,6 +35,18 @@ def test_dann_checkpoint_resume_and_stock_predict(tiny, tmp_path):
     assert resumed["current_epoch"] == 3
     assert "restored the domain classifier" in proc.stdout
     assert any(not torch.equal(resumed["nnunet_transfer"]["domain_head"][k], head[k]) for k in head)
+
+    # --val with nnU-Net's stock start-up of its spawned workers (the suite's other runs skip the
+    # console script's re-import in them, tests/spawn_bootstrap) validates to the same predictions
+    validation = final.parent / "validation"
+    bootstrapped = {f.name: sitk.GetArrayFromImage(sitk.ReadImage(str(f))) for f in validation.glob("*.nii.gz")}
+    summary = (validation / "summary.json").read_text()
+    (validation / "summary.json").unlink()
+    train(tiny, "nnUNetTrainerDANN", "0", "--val", nnUNetTransfer_num_epochs="3", **stock_spawn_env())
+    stock = {f.name: sitk.GetArrayFromImage(sitk.ReadImage(str(f))) for f in validation.glob("*.nii.gz")}
+    assert bootstrapped and sorted(stock) == sorted(bootstrapped)
+    assert all(np.array_equal(stock[name], bootstrapped[name]) for name in stock)
+    assert (validation / "summary.json").read_text() == summary
 
     # stock nnUNetv2_predict loads it strictly
     images = tmp_path / "in"
