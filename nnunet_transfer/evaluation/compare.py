@@ -326,8 +326,12 @@ class MixedDomainDesign:
         return f"a domain loss {'behind' if self.gradient_reversal else 'without'} gradient reversal"
 
 
-def mixed_domain_design(paths: Union[PathLike, Sequence[PathLike]]) -> Optional[MixedDomainDesign]:
-    """The design of a row in a results folder of this plugin's MixedDomain* or DANN* trainers, else None."""
+def mixed_domain_design(paths: Union[PathLike, Sequence[PathLike]],
+                        folds: Optional[Sequence[str]] = None) -> Optional[MixedDomainDesign]:
+    """The design of a row in a results folder of this plugin's MixedDomain* or DANN* trainers, else None.
+
+    ``folds``: the folds the table compares (default: every ``fold_k``), whose runs' target labels count.
+    """
     if isinstance(paths, (str, Path)):
         paths = [paths]
     found = set()
@@ -355,11 +359,11 @@ def mixed_domain_design(paths: Union[PathLike, Sequence[PathLike]]) -> Optional[
     recipe = "paper" if issubclass(cls, PaperRecipeMixin) else "nnU-Net"
     return MixedDomainDesign(target_share=cls.target_share, domain_loss=adversarial,
                              gradient_reversal=adversarial and bool(cls.reverse_gradients),
-                             setting=(dataset, plans, configuration, recipe, target_label_regime(cls, paths)),
+                             setting=(dataset, plans, configuration, recipe, target_label_regime(cls, paths, folds)),
                              batch_per_domain=bool(getattr(cls, "batch_per_domain", False)))
 
 
-def target_label_regime(cls: type, paths: Sequence[PathLike]) -> str:
+def target_label_regime(cls: type, paths: Sequence[PathLike], folds: Optional[Sequence[str]] = None) -> str:
     """Which target labels a row's training used: every one, or the runs' recorded decision.
 
     Trainers without :class:`~nnunet_transfer.training.labels.TargetLabelsMixin` use every
@@ -367,14 +371,18 @@ def target_label_regime(cls: type, paths: Sequence[PathLike]) -> str:
     (``target_labels``, the run state nnU-Net records as a string): the cases that kept their
     labels in each fold and how the hidden ones trained, so that two rows match only when they
     trained on the same labelled cases. A fold without that record makes the regime name the
-    row's folders, so that it matches no other row.
+    row's folders, so that it matches no other row. Only the compared ``folds`` count (default:
+    every ``fold_k``; ``fold_all`` never, as in :func:`~nnunet_transfer.evaluation.recipes.row_recipe`).
     """
     from nnunet_transfer.training.labels import TargetLabelsMixin
 
     if not issubclass(cls, TargetLabelsMixin):
         return "every target label"
-    folds = []
+    wanted = None if folds is None else set(map(str, folds))
+    regimes = []
     for fold, debug in debug_files(paths):
+        if fold == "all" or (wanted is not None and fold not in wanted):
+            continue
         try:
             saved = json.loads(debug.read_text()).get("target_labels")
             saved = ast.literal_eval(saved) if isinstance(saved, str) else saved
@@ -382,10 +390,10 @@ def target_label_regime(cls: type, paths: Sequence[PathLike]) -> str:
             saved = None
         if not isinstance(saved, dict):
             return f"undetermined ({debug} records no target_labels)"
-        folds.append((fold, sorted(saved.get("labelled") or []), saved.get("hidden_label_use")))
-    if not folds:
+        regimes.append((fold, sorted(saved.get("labelled") or []), saved.get("hidden_label_use")))
+    if not regimes:
         return f"undetermined ({', '.join(map(str, paths))}: no fold_*/debug.json)"
-    return f"labelled target cases per fold (and hidden-label use): {sorted(folds)}"
+    return f"labelled target cases per fold (and hidden-label use): {sorted(regimes)}"
 
 
 def _difference(a: MixedDomainDesign, b: MixedDomainDesign) -> Optional[str]:
@@ -621,7 +629,7 @@ def compare_strategies(strategies: Mapping[str, Union[PathLike, Sequence[PathLik
     data: StrategyData = {name: load_strategy(paths, labels, gt_dir, hd95, empty_penalty, num_processes,
                                               file_ending, folds) for name, paths in strategies.items()}
     result = build_table(data, reference, labels)
-    designs = {name: mixed_domain_design(paths) for name, paths in strategies.items()}
+    designs = {name: mixed_domain_design(paths, result["folds"]) for name, paths in strategies.items()}
     result["notes"] = design_notes({name: d for name, d in designs.items() if d is not None}) + \
         recipe_notes(strategies, result["folds"])
     markdown = to_markdown(result)

@@ -222,6 +222,20 @@ def test_notes_compare_label_hiding_rows_only_with_rows_that_used_the_same_targe
             "step)") in design[1]
     assert not any("No record" in note or "semi-supervised" in note for note in design)
 
+    # only the compared folds' runs count: not fold_all, not a fold left out of the table
+    unsupervised, control = paths["DANN (unsupervised)"], paths["Combined (balanced, unsupervised)"]
+    other = {"setting": 1, "hidden_label_use": "mask", "labelled": ["SSA-x"], "hidden": []}
+    (unsupervised / "fold_all").mkdir()
+    (unsupervised / "fold_all" / "debug.json").write_text(json.dumps({"target_labels": str(other)}))
+    (control / "fold_2" / "debug.json").write_text(json.dumps({"target_labels": str(other)}))
+
+    def pairs(**kwargs):
+        notes = compare_strategies(paths, "Baseline", tmp_path / "cmp2", **kwargs)["notes"]
+        return [n.split(" isolates ")[0] for n in notes if " isolates " in n]
+
+    assert "DANN (unsupervised) vs Combined (balanced, unsupervised)" not in pairs()
+    assert "DANN (unsupervised) vs Combined (balanced, unsupervised)" in pairs(folds=[0, 1])
+
 
 def _pp_strategies(tmp_path, monkeypatch):
     """A baseline and an nnU-Net results folder whose predictions carry small false-positive specks."""
