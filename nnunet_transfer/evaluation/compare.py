@@ -372,17 +372,14 @@ def target_label_regime(cls: type, paths: Sequence[PathLike], folds: Optional[Se
     labels in each fold and how the hidden ones trained, so that two rows match only when they
     trained on the same labelled cases. A fold without that record makes the regime name the
     row's folders, so that it matches no other row. Only the compared ``folds`` count (default:
-    every ``fold_k``; ``fold_all`` never, as in :func:`~nnunet_transfer.evaluation.recipes.row_recipe`).
+    every ``fold_k``; ``fold_all`` never: :func:`~nnunet_transfer.evaluation.recipes.debug_files`).
     """
     from nnunet_transfer.training.labels import TargetLabelsMixin
 
     if not issubclass(cls, TargetLabelsMixin):
         return "every target label"
-    wanted = None if folds is None else set(map(str, folds))
     regimes = []
-    for fold, debug in debug_files(paths):
-        if fold == "all" or (wanted is not None and fold not in wanted):
-            continue
+    for fold, debug in debug_files(paths, folds):
         try:
             saved = json.loads(debug.read_text()).get("target_labels")
             saved = ast.literal_eval(saved) if isinstance(saved, str) else saved

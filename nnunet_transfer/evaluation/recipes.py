@@ -47,21 +47,24 @@ def describe(debug: Mapping) -> str:
     return ", ".join(parts)
 
 
-def debug_files(paths: Union[PathLike, Sequence[PathLike]]) -> List[Tuple[str, Path]]:
-    """``(fold, fold_k/debug.json)`` of a row's results folders, folder by folder, folds sorted by name."""
+def debug_files(paths: Union[PathLike, Sequence[PathLike]],
+                folds: Optional[Sequence[str]] = None) -> List[Tuple[str, Path]]:
+    """``(fold, fold_k/debug.json)`` of a row's results folders, folder by folder, folds sorted by name.
+
+    Only the compared folds: ``folds`` (default: every ``fold_k``), never ``fold_all``.
+    """
     if isinstance(paths, (str, Path)):
         paths = [paths]
-    return [(debug.parent.name[len("fold_"):], debug) for raw in paths
-            for debug in sorted(expand(raw).glob("fold_*/debug.json"))]
+    wanted = None if folds is None else set(map(str, folds))
+    found = [(debug.parent.name[len("fold_"):], debug) for raw in paths
+             for debug in sorted(expand(raw).glob("fold_*/debug.json"))]
+    return [(fold, debug) for fold, debug in found if fold != "all" and (wanted is None or fold in wanted)]
 
 
 def row_recipe(paths: Union[PathLike, Sequence[PathLike]], folds: Optional[Sequence[str]] = None) -> Optional[str]:
     """The recipe of a row's training folds (one line; per fold when they differ), or None without any."""
-    wanted = None if folds is None else set(map(str, folds))
     found: Dict[str, str] = {}
-    for fold, debug in debug_files(paths):
-        if fold == "all" or (wanted is not None and fold not in wanted):
-            continue
+    for fold, debug in debug_files(paths, folds):
         try:
             found[fold] = describe(json.loads(debug.read_text()))
         except (OSError, ValueError):

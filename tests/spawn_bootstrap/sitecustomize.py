@@ -7,8 +7,8 @@ predictions, metrics) only need the functions they are sent, which live in ``nnu
 modules. The test suite puts this folder on ``PYTHONPATH`` (``tests/conftest.py``), so its
 workers skip that re-run for scripts named ``nnUNetv2_*``; everything else about the
 commands is stock. Removing the folder from ``PYTHONPATH`` (``stock_spawn_env`` in
-``tests/conftest.py``) restores the stock bootstrap; ``tests/integration/test_spawn_bootstrap.py``
-runs a validation both ways.
+``tests/conftest.py``) restores the stock bootstrap; ``tests/test_spawn_bootstrap.py`` tests
+this hook, and ``tests/integration/test_trainers_cli.py`` runs a validation both ways.
 
 A ``sitecustomize`` that this one shadows on ``sys.path`` is still loaded, first.
 """
