@@ -15,7 +15,7 @@ import torch
 
 from tests.integration.conftest import PLANS, train
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.cost(60)]
 
 TRAINER = "nnUNetTrainerDANN"
 
