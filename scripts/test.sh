@@ -5,7 +5,5 @@ cd "$(dirname "$0")/.."
 python3 -m pip install -q -e ".[test]"
 # The integration tests run one-thread nnU-Net processes, so the tests run on one pytest-xdist
 # worker per CPU core (at most 4); each test module stays on one worker, so a module's fixtures
-# are built once, and the costliest modules start first (tests/conftest.py orders them by their `cost`
-# marks; --no-loadscope-reorder keeps that order). Pass `-n 0` to run them in this process, one after
-# the other.
-python3 -m pytest -ra --durations=15 -n auto --maxprocesses 4 --dist loadscope --no-loadscope-reorder "$@"
+# are built once. Pass `-n 0` to run them in this process, one after the other.
+python3 -m pytest -ra --durations=15 -n auto --maxprocesses 4 --dist loadscope "$@"

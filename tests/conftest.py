@@ -50,33 +50,6 @@ def nnunet_folders(root: Path) -> Dict[str, str]:
     return {**CPU_ENV, **env}
 
 
-DEFAULT_INTEGRATION_COST = 30  # seconds: an integration test without a ``cost`` mark
-
-
-def module_costs(items) -> Dict[str, float]:
-    """Each test file's cost: the largest ``cost`` mark of its tests (``DEFAULT_INTEGRATION_COST`` for an
-    unmarked integration test, 0 for a unit test)."""
-    costs: Dict[str, float] = {}
-    for item in items:
-        mark = item.get_closest_marker("cost")
-        seconds = float(mark.args[0]) if mark else DEFAULT_INTEGRATION_COST if item.get_closest_marker(
-            "integration") else 0.0
-        path = item.nodeid.split("::", 1)[0]
-        costs[path] = max(costs.get(path, 0.0), seconds)
-    return costs
-
-
-def pytest_collection_modifyitems(session, config, items) -> None:
-    """Costliest test files first, each file's tests kept together and in order.
-
-    pytest-xdist (``--dist loadscope --no-loadscope-reorder`` in scripts/test.sh) then starts the long
-    integration modules first and the many short unit tests fill the workers at the end; its default
-    order, by number of tests, left the one-test integration modules for last.
-    """
-    costs = module_costs(items)
-    items.sort(key=lambda item: -costs[item.nodeid.split("::", 1)[0]])  # stable
-
-
 @pytest.fixture
 def nnunet_env(tmp_path, monkeypatch) -> Dict[str, str]:
     """Point nnU-Net's folders at a fresh temporary directory for one test."""

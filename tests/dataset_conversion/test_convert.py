@@ -409,7 +409,6 @@ def test_convert_cli_unlabelled_flags(semi_folder, tmp_path, nnunet_env, capsys,
 
 
 @pytest.mark.integration
-@pytest.mark.cost(90)
 def test_unlabelled_dataset_passes_nnunet_plan_and_preprocess(tmp_path, nnunet_env):
     """Stock nnUNetv2_plan_and_preprocess --verify_dataset_integrity on label- and region-based datasets."""
     import sys

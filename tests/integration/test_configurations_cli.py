@@ -36,7 +36,7 @@ from nnunet_transfer.planning import shrink_plans, write_plans
 from tests.conftest import cli, nnunet_folders, run_cmd
 from tests.integration.test_demo_cli import dump_toml
 
-pytestmark = [pytest.mark.integration, pytest.mark.cost(400)]
+pytestmark = pytest.mark.integration
 
 PLANNER = "nnUNetPlannerResEncM"
 BASE_PLANS = "nnUNetResEncUNetMPlans"

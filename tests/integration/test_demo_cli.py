@@ -15,7 +15,7 @@ import pytest
 from nnunet_transfer.experiments.plan import shipped_plan
 from tests.conftest import cli, nnunet_folders, run_cmd
 
-pytestmark = [pytest.mark.integration, pytest.mark.cost(190)]
+pytestmark = pytest.mark.integration
 
 
 def _toml_value(value) -> str:

@@ -38,7 +38,7 @@ import SimpleITK as sitk
 from tests.conftest import cli, nnunet_folders, run_cmd
 from tests.integration.conftest import PLANS, SHORT, build_two_domain_dataset
 
-pytestmark = [pytest.mark.integration, pytest.mark.cost(320)]
+pytestmark = pytest.mark.integration
 
 DATASET_ID = "902"
 DATASET = "Dataset902_TenTargetFolds"

@@ -30,7 +30,7 @@ from nnunet_transfer.training.grl import ganin_lambda
 from nnunet_transfer.training.lr_schedule import poly_warmup_factor
 from tests.integration.conftest import PLANS, load, train
 
-pytestmark = [pytest.mark.integration, pytest.mark.cost(330)]
+pytestmark = pytest.mark.integration
 
 EPOCHS, ITERATIONS = 4, 2
 SCHEDULE = {"nnUNetTransfer_num_epochs": str(EPOCHS), "nnUNetTransfer_iterations_per_epoch": str(ITERATIONS),

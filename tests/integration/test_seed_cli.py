@@ -15,7 +15,7 @@ import torch
 
 from tests.integration.conftest import PLANS, train
 
-pytestmark = [pytest.mark.integration, pytest.mark.cost(60)]
+pytestmark = pytest.mark.integration
 
 TRAINER = "nnUNetTrainerDANN"
 

@@ -32,7 +32,7 @@ import torch
 from tests.conftest import cli, nnunet_folders, run_cmd
 from tests.integration.test_demo_cli import dump_toml, small_demo_plan
 
-pytestmark = [pytest.mark.integration, pytest.mark.cost(250)]
+pytestmark = pytest.mark.integration
 
 REASON_FILE = Path(os.environ.get("NNUNET_TRANSFER_SLURM_REASON", "/tmp/nnunet_transfer_slurm_unavailable"))
 COMMANDS = ("sbatch", "sinfo", "squeue", "scontrol", "scancel")

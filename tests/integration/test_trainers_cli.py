@@ -13,7 +13,7 @@ import torch
 from tests.conftest import run_cmd, stock_spawn_env
 from tests.integration.conftest import DATASET, PLANS, SSA, fold_dir, load, train
 
-pytestmark = [pytest.mark.integration, pytest.mark.cost(280)]
+pytestmark = pytest.mark.integration
 
 def test_dann_checkpoint_resume_and_stock_predict(tiny, tmp_path):
     train(tiny, "nnUNetTrainerDANN")

@@ -21,7 +21,7 @@ from nnunet_transfer.training.checkpoints import CHECKPOINT_KEY
 from tests.conftest import cli, nnunet_folders, run_cmd
 from tests.integration.test_demo_cli import dump_toml
 
-pytestmark = [pytest.mark.integration, pytest.mark.cost(250)]
+pytestmark = pytest.mark.integration
 
 UNLABELLED = ["BraTS-SSA-00003-000", "BraTS-SSA-00004-000"]
 LABELS = {"baseline": "Source only", "dann": "DANN (supervised)", "dann_semi": "DANN (semi-supervised)",

@@ -13,7 +13,7 @@ import SimpleITK as sitk
 from tests.conftest import run_cmd
 from tests.integration.conftest import DATASET, PLANS, SHORT, SSA, load
 
-pytestmark = [pytest.mark.integration, pytest.mark.cost(160)]
+pytestmark = pytest.mark.integration
 TRAINER = "nnUNetTrainerDANNUnsupervised"
 
 
