@@ -53,9 +53,41 @@ def report(run: dict, labels: dict) -> bool:
     return above and between
 
 
+DIFFERENCES = (("unsupervised", "source"), ("unsupervised", "control"), ("semi", "unsupervised"),
+               ("supervised", "semi"))
+
+
+def summary(runs: list, labels: dict) -> list:
+    """Lines with each row's mean and SD over the seeds run, and the paired differences the goals compare.
+
+    >>> runs = [{"dice": {"a": 0.5, "b": 0.4}}, {"dice": {"a": 0.7, "b": 0.4}}]
+    >>> summary(runs, {"unsupervised": "a", "source": "b"})[1]
+    '  a                                  mean 0.600  SD 0.141'
+    """
+    import numpy as np
+
+    def values(key: str) -> np.ndarray:
+        return np.array([run["dice"][labels[key]] for run in runs])
+
+    lines = [f"\nover {len(runs)} seed(s) ({', '.join(str(run.get('seed', '?')) for run in runs)}), mean target "
+             f"Dice (SD over seeds):"]
+    for key, label in labels.items():
+        v = values(key)
+        spread = f"  SD {v.std(ddof=1):.3f}" if len(v) > 1 else ""
+        lines.append(f"  {label:34s} mean {v.mean():.3f}{spread}")
+    for a, b in DIFFERENCES:
+        if a in labels and b in labels:
+            d = values(a) - values(b)
+            lines.append(f"  {a} - {b}: mean {d.mean():+.3f}, per seed {' '.join(f'{x:+.3f}' for x in d)}")
+    return lines
+
+
 def main() -> int:
     labels = labels_of_plan()
-    met = [report(run, labels) for run in run_seeds(__doc__, "demo_uda", TRAINERS)]
+    runs = run_seeds(__doc__, "demo_uda", TRAINERS)
+    met = [report(run, labels) for run in runs]
+    for line in summary(runs, labels):
+        print(line)
     print(f"\ngoals met in {sum(met)} of {len(met)} seed(s): unsupervised DANN above source-only, semi-supervised "
           f"between unsupervised and supervised")
     return 0
