@@ -60,7 +60,7 @@ DIFFERENCES = (("unsupervised", "source"), ("unsupervised", "control"), ("semi",
 def summary(runs: list, labels: dict) -> list:
     """Lines with each row's mean and SD over the seeds run, and the paired differences the goals compare.
 
-    >>> runs = [{"dice": {"a": 0.5, "b": 0.4}}, {"dice": {"a": 0.7, "b": 0.4}}]
+    >>> runs = [{"seed": 0, "dice": {"a": 0.5, "b": 0.4}}, {"seed": 1, "dice": {"a": 0.7, "b": 0.4}}]
     >>> summary(runs, {"unsupervised": "a", "source": "b"})[1]
     '  a                                  mean 0.600  SD 0.141'
     """
@@ -69,7 +69,7 @@ def summary(runs: list, labels: dict) -> list:
     def values(key: str) -> np.ndarray:
         return np.array([run["dice"][labels[key]] for run in runs])
 
-    lines = [f"\nover {len(runs)} seed(s) ({', '.join(str(run.get('seed', '?')) for run in runs)}), mean target "
+    lines = [f"\nover {len(runs)} seed(s) ({', '.join(str(run['seed']) for run in runs)}), mean target "
              f"Dice (SD over seeds):"]
     for key, label in labels.items():
         v = values(key)
