@@ -90,10 +90,11 @@ def _header(plan: Plan, name: str, settings: Mapping[str, Any], log_dir: Path, a
     lines += [str(line) for line in settings.get("extra", [])]
     lines += ["", "set -euo pipefail"]
     env = {}
-    for var in (config.RAW, config.PREPROCESSED, config.RESULTS):
-        value = os.environ.get(var)
+    for var, folder in ((config.RAW, config.nnunet_raw), (config.PREPROCESSED, config.nnunet_preprocessed),
+                        (config.RESULTS, config.nnunet_results)):
+        value = folder(required=False)
         if value:
-            env[var] = str(Path(value).absolute())
+            env[var] = str(value.absolute())
     env.update(plan_env(plan))
     lines += [f"export {k}={shlex.quote(v)}" for k, v in env.items()]
     lines += [str(line) for line in settings.get("setup", [])]

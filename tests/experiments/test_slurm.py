@@ -89,6 +89,8 @@ def test_scripts_arrays_resources_and_dependencies(table2, tmp_path):
     assert "#SBATCH --gres=gpu:1" in finetune and "#SBATCH --partition=gpu" in finetune
     assert "#SBATCH --time=12:00:00" in finetune  # the option overrides the plan's 48:00:00
     assert "-pretrained_weights" in finetune and "--c" in finetune
+    for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):  # the submitting shell's folders
+        assert f"export {var}={shlex.quote(str(Path(os.environ[var]).absolute()))}\n" in finetune
     prepare = (tmp_path / "jobs" / "00_prepare.sbatch").read_text()
     assert "--gres" not in prepare and "#SBATCH --cpus-per-task=16" in prepare
     assert "nnUNetv2_move_plans_between_datasets -s 231 -t 232 -sp nnUNetPlans -tp nnUNetPlans_from231" in prepare
