@@ -34,11 +34,19 @@ FINE_TUNING = ("Fine-Tuning",)  # rows (labels) that must beat the baseline by F
 ACCURACY = re.compile(r"nnunet-transfer: seg_loss [-0-9.]+, domain_loss ([0-9.]+), domain_acc ([0-9.]+)")
 
 
-def seeded_plan(seed: int, out: Path, plan: str = "demo") -> Path:
-    """The shipped demo plan ``plan`` with the synthetic cases, the split and the trainings seeded by ``seed``."""
+def seeded_plan(seed: int, out: Path, plan: str = "demo", target_tumours: str | None = None) -> Path:
+    """The shipped demo plan ``plan`` with the synthetic cases, the split and the trainings seeded by ``seed``.
+
+    ``target_tumours`` (GLI or SSA) gives the target dataset that population's tumours (its
+    ``tumours`` key: the target scanner without its own tumour statistics).
+    """
     from nnunet_transfer.experiments.plan import shipped_plan
 
     text = Path(shipped_plan(plan)).read_text()
+    if target_tumours:
+        text, k = re.subn(r"(?m)^\[datasets\.target\]$", f'[datasets.target]\ntumours = "{target_tumours}"', text)
+        if k != 1:
+            raise RuntimeError(f"the {plan} plan changed shape: expected one [datasets.target] table, found {k}")
     text, n = re.subn(r"(?m)^seed = \d+$", f"seed = {seed}", text)
     text, m = re.subn(r"(?m)^split_seed = (\d+)$", lambda g: f"split_seed = {int(g.group(1)) + seed}", text)
     text, t = re.subn(r"(?m)^nnUNetTransfer_seed = \d+$", f"nnUNetTransfer_seed = {seed}", text)
@@ -65,10 +73,11 @@ def domain_accuracy(workdir: Path, trainers=("nnUNetTrainerDANNNoGRL", "nnUNetTr
 DANN_TRAINERS = ("nnUNetTrainerDANNNoGRL", "nnUNetTrainerDANN", "nnUNetTrainerDANNUnsupervised")
 
 
-def run_seed(seed: int, workdir: Path, extra: list, plan_name: str = "demo", trainers=DANN_TRAINERS) -> dict:
+def run_seed(seed: int, workdir: Path, extra: list, plan_name: str = "demo", trainers=DANN_TRAINERS,
+             target_tumours: str | None = None) -> dict:
     """Run the seeded demo plan ``plan_name`` in ``workdir``; its wall time, mean Dice per row, DANN accuracies."""
     workdir.mkdir(parents=True, exist_ok=True)
-    plan = seeded_plan(seed, workdir / f"{plan_name}_seed{seed}.toml", plan_name)
+    plan = seeded_plan(seed, workdir / f"{plan_name}_seed{seed}.toml", plan_name, target_tumours)
     env = {k: v for k, v in os.environ.items() if k not in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "nnunet_transfer.cli", "demo", "--plan", str(plan), "--workdir",
@@ -100,17 +109,23 @@ def report(run: dict) -> bool:
 
 
 def run_seeds(description: str, plan_name: str = "demo", trainers=DANN_TRAINERS) -> list:
-    """Parse the shared options (``--workdir --seeds --keep --jobs``) and run the seeded plan per seed."""
+    """Parse the shared options (``--workdir --seeds --keep --jobs --target-tumours``), run the seeded plan per seed."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=None, help="parent folder (one sub-folder per seed)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--keep", action="store_true", help="keep the work dirs")
     parser.add_argument("--jobs", type=int, default=None, help="passed to the demo (default: the demo's own)")
+    parser.add_argument("--target-tumours", choices=["GLI", "SSA"], type=str.upper, default=None,
+                        help="draw the target (SSA) cases' tumours from this population: GLI leaves the scanner "
+                             "shift alone, without SSA's later-stage tumours (default: SSA's own)")
     args = parser.parse_args()
     parent = args.workdir or Path(tempfile.mkdtemp(prefix=f"bench_{plan_name}_"))
     extra = ["--quiet"] if args.jobs is None else ["--quiet", "--jobs", str(args.jobs)]
+    if args.target_tumours:
+        print(f"target cases with {args.target_tumours} tumours (datasets.target.tumours)")
     try:
-        return [run_seed(seed, parent / f"seed{seed}", extra, plan_name, trainers) for seed in args.seeds]
+        return [run_seed(seed, parent / f"seed{seed}", extra, plan_name, trainers, args.target_tumours)
+                for seed in args.seeds]
     finally:
         if not args.keep and args.workdir is None:
             shutil.rmtree(parent, ignore_errors=True)

@@ -14,6 +14,12 @@ this run, read from the comparison's ``comparison.json``.
 
     python benchmarks/bench_uda.py                             # seed 0, temporary work dir
     python benchmarks/bench_uda.py --seeds 0 1 2 --workdir /tmp/uda_bench --keep
+    python benchmarks/bench_uda.py --seeds 0 1 --target-tumours GLI --workdir /tmp/uda_scanner --keep
+
+``--target-tumours GLI`` draws the SSA cases' tumours from GLI's population: the target then
+differs from the source by its scanner alone (the shift feature alignment addresses), not
+also by its later-stage tumours (other label statistics, which aligning the features'
+marginal distributions cannot correct and can make worse).
 """
 
 from __future__ import annotations

@@ -107,6 +107,7 @@ class DatasetSpec:
     n: int = 4                            # synth only
     seed: int = 0
     shape: Tuple[int, int, int] = (64, 64, 48)
+    tumours: Optional[str] = None         # synth only: another domain's tumour population
     modalities: Tuple[str, ...] = ()
     convert_args: Tuple[str, ...] = ()    # passed through to `nnunet-transfer convert`
 
@@ -252,7 +253,8 @@ _TOP_KEYS = {"name", "description", "configuration", "folds", "target_domain", "
              "slurm", "plans_families", "test_time_mirroring", "postprocessing", "postprocessing_metric",
              "ensembles"}
 _ENSEMBLE_KEYS = {"members", "label"}
-_DATASET_KEYS = {"id", "name", "source", "combine", "domain", "n", "seed", "shape", "modalities", "convert_args"}
+_DATASET_KEYS = {"id", "name", "source", "combine", "domain", "tumours", "n", "seed", "shape", "modalities",
+                 "convert_args"}
 _STRATEGY_KEYS = {"trainer", "dataset", "label", "fold", "init", "evaluate", "plans", "env"}
 _FAMILY_KEYS = {"source", "target", "base", "derive", "args", "name", "transferred_name", "shrink"}
 _OVERRIDE_KEYS = {"fingerprint_voxels", "shrink", "env"}
@@ -315,12 +317,14 @@ def _dataset(reader: _Reader, role: str, data: dict) -> DatasetSpec:
     shape = tuple(reader.get(data, "shape", list, key, default=[64, 64, 48]))
     if len(shape) != 3 or not all(isinstance(s, int) and s >= 8 for s in shape):
         raise reader.error(f"{key}.shape", f"must be three integers >= 8, got {list(shape)}")
-    synth_only = [k for k in ("n", "seed", "shape") if k in data]
+    synth_only = [k for k in ("n", "seed", "shape", "tumours") if k in data]
     if synth_only and source != "synth":
         raise reader.error(f"{key}.{synth_only[0]}", "only meaningful with source = \"synth\"")
     domain = reader.get(data, "domain", str, key, default=None)
     if source == "synth" and domain is None:
         raise reader.error(f"{key}.domain", "missing (required with source = \"synth\": GLI or SSA)")
+    tumours = reader.get(data, "tumours", str, key, default=None, check=lambda v: v.upper() in ("GLI", "SSA"),
+                         hint="GLI or SSA: the synthetic population whose tumours the cases draw")
     modalities = _strings(reader, data, "modalities", key)
     if combine and modalities:
         raise reader.error(f"{key}.modalities", "a combined dataset has the channels of the datasets it combines")
@@ -336,6 +340,7 @@ def _dataset(reader: _Reader, role: str, data: dict) -> DatasetSpec:
         role=role, id=dataset_id, name=name, source=source, combine=combine, domain=domain,
         n=reader.get(data, "n", int, key, default=4, check=lambda v: v >= 1), seed=reader.get(data, "seed", int, key, default=0),
         shape=shape,  # type: ignore[arg-type]
+        tumours=tumours.upper() if tumours else None,
         modalities=modalities, convert_args=convert_args,
     )
 

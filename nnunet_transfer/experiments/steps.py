@@ -243,9 +243,13 @@ class Layout:
 
 
 def _synth_done(folder: Path, spec: DatasetSpec) -> Callable[[], bool]:
+    """Every case is there, written with the plan's settings (a changed plan reruns the step, which refuses)."""
     def done() -> bool:
-        from nnunet_transfer.synth import case_id
+        from nnunet_transfer.synth import case_id, recorded_settings, settings
 
+        recorded = recorded_settings(folder)
+        if recorded is not None and recorded != settings(spec.domain or "GLI", spec.seed, spec.shape, spec.tumours):
+            return False
         for index in range(spec.n):
             name = case_id(spec.domain or "GLI", index)
             if not (folder / name / f"{name}-seg.nii.gz").is_file():
@@ -372,7 +376,8 @@ def data_steps(layout: Layout, strategies: Optional[Sequence[Strategy]] = None) 
             folder = layout.synth_dir(spec)
             steps.append(Step(f"synth-{spec.role}", [
                 CLI, "synth", str(folder), "--domain", str(spec.domain), "-n", str(spec.n), "--seed", str(spec.seed),
-                "--shape", *map(str, spec.shape)], _synth_done(folder, spec)))
+                "--shape", *map(str, spec.shape), *(["--tumours", spec.tumours] if spec.tumours else [])],
+                _synth_done(folder, spec)))
             source = str(folder)
         else:
             source = expand_source(spec, check=False)

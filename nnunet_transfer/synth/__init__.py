@@ -11,8 +11,9 @@ Example:
 
 from nnunet_transfer.synth.acquisition import DOMAINS, Domain, get_domain
 from nnunet_transfer.synth.anatomy import TumourProfile
-from nnunet_transfer.synth.cases import case_id, case_rng, generate_case, spacing_for, write_brats_cases
+from nnunet_transfer.synth.cases import (case_id, case_rng, generate_case, recorded_settings, settings, spacing_for,
+                                         with_tumours, write_brats_cases)
 from nnunet_transfer.synth.contrasts import MODALITIES
 
 __all__ = ["DOMAINS", "Domain", "MODALITIES", "TumourProfile", "case_id", "case_rng", "generate_case",
-           "get_domain", "spacing_for", "write_brats_cases"]
+           "get_domain", "recorded_settings", "settings", "spacing_for", "with_tumours", "write_brats_cases"]

@@ -17,13 +17,15 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 import shutil
 import tempfile
 import zlib
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -35,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 FIELD_OF_VIEW_MM = (240.0, 240.0, 155.0)
 DEFAULT_SHAPE = (64, 64, 48)
+SETTINGS_FILE = "synth.json"  # what the cases of a folder were generated with
 
 
 def spacing_for(shape: Sequence[int]) -> Tuple[float, float, float]:
@@ -99,18 +102,71 @@ def _complete(folder: Path) -> bool:
     return all((folder / f"{folder.name}-{suffix}.nii.gz").is_file() for suffix in (*MODALITIES, "seg"))
 
 
+def with_tumours(domain: str, tumours: Optional[str] = None) -> Domain:
+    """The acquisition of ``domain`` with the tumour population of ``tumours`` (default: its own).
+
+    ``with_tumours("SSA", "GLI")`` keeps the 1.5T scanner and draws GLI's smaller, less necrotic
+    tumours: a shift of the images only, without the SSA population's different label statistics.
+
+    >>> with_tumours("SSA", "GLI").tumour == get_domain("GLI").tumour, with_tumours("SSA").name
+    (True, 'SSA')
+    """
+    profile = get_domain(domain)
+    if tumours is None:
+        return profile
+    return dataclasses.replace(profile, tumour=get_domain(tumours).tumour)
+
+
+def settings(domain: str, seed: int, shape: Sequence[int], tumours: Optional[str] = None) -> dict:
+    """What decides a case's content (recorded in ``synth.json``): the cases' indices do not."""
+    name = get_domain(domain).name
+    return {"domain": name, "tumours": get_domain(tumours).name if tumours else name, "seed": int(seed),
+            "shape": [int(s) for s in shape]}
+
+
+def recorded_settings(out_dir: Path) -> Optional[dict]:
+    """The settings ``out_dir``'s cases were written with (``None``: no ``synth.json``)."""
+    path = Path(out_dir) / SETTINGS_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _record(out_dir: Path, wanted: dict, overwrite: bool) -> None:
+    """Refuse to add cases of other settings to a folder; record the settings (atomically).
+
+    With ``overwrite`` the case folders of the other settings are removed first, so that the
+    record holds for every case in the folder.
+    """
+    path = out_dir / SETTINGS_FILE
+    found = recorded_settings(out_dir)
+    if found is not None and found != wanted:
+        differ = ", ".join(f"{k} {found.get(k)!r} there, {v!r} asked" for k, v in wanted.items() if found.get(k) != v)
+        if not overwrite:
+            raise ValueError(f"{path}: the cases in {out_dir} were generated with other settings ({differ}); write "
+                             f"into another folder, or pass --overwrite (overwrite=True) to replace them")
+        old = sorted(p for p in out_dir.glob(f"BraTS-{found.get('domain', '')}-*-000") if p.is_dir())
+        logger.warning("%s: removing %d case folder(s) generated with other settings (%s)", out_dir, len(old), differ)
+        for folder in old:
+            shutil.rmtree(folder)
+    if found != wanted:
+        tmp = path.with_name(f".{SETTINGS_FILE}.tmp")
+        tmp.write_text(json.dumps(wanted, indent=1) + "\n")
+        os.replace(tmp, path)
+
+
 def write_brats_cases(out_dir: Path, domain: str = "GLI", n: int = 4, seed: int = 0,
                       shape: Sequence[int] = DEFAULT_SHAPE, start_index: int = 0,
-                      overwrite: bool = False) -> List[Path]:
+                      overwrite: bool = False, tumours: Optional[str] = None) -> List[Path]:
     """Write ``n`` BraTS 2023-format case folders into ``out_dir``; return their paths.
 
     Each case is written to a temporary folder and moved into place when complete.
     Complete case folders already there are kept (the content is deterministic) unless
-    ``overwrite``.
+    ``overwrite``; ``out_dir/synth.json`` records the settings, and adding cases of other
+    settings (domain, tumours, seed, shape) to a folder is refused. ``tumours`` draws the
+    tumours of another domain's population (:func:`with_tumours`).
     """
     from tqdm import tqdm
 
-    profile = get_domain(domain)
+    profile = with_tumours(domain, tumours)
     if int(n) < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     if int(start_index) < 0 or int(start_index) + int(n) > 100000:
@@ -119,6 +175,7 @@ def write_brats_cases(out_dir: Path, domain: str = "GLI", n: int = 4, seed: int 
     spacing_for(shape)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    _record(out_dir, settings(domain, seed, shape, tumours), overwrite)
     folders = []
     for index in tqdm(range(int(start_index), int(start_index) + int(n)), desc=f"synth {profile.name}",
                       unit="case", disable=None):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 
@@ -9,6 +10,7 @@ import pytest
 
 from nnunet_transfer.cli import main
 from nnunet_transfer.experiments import Layout, build_steps, dry_run, load_plan, shipped_plan
+from nnunet_transfer.experiments.steps import _synth_done
 
 
 @pytest.fixture
@@ -98,6 +100,26 @@ def test_dry_run_of_demo_shrinks_and_uses_small_fingerprints(nnunet_env, tmp_pat
     assert any(line.startswith(f"{env} nnUNetv2_train 942 3d_fullres 0 -tr nnUNetTrainerFineTune ") for line in lines)
     assert "export nnUNetTransfer_test_time_mirroring=0" in text  # test_time_mirroring = false
     assert any(" predict-folds " in line and "--no-mirroring" in line for line in lines)
+
+
+def test_synthetic_target_with_the_source_population_of_tumours(nnunet_env, tmp_path):
+    """``tumours = "GLI"``: the synth step draws GLI's tumours; a folder of other settings reruns it."""
+    from nnunet_transfer.synth import write_brats_cases
+
+    text = shipped_plan("demo").read_text().replace("[datasets.target]\n", '[datasets.target]\ntumours = "gli"\n', 1)
+    (tmp_path / "p.toml").write_text(text)
+    plan = load_plan(tmp_path / "p.toml")
+    assert plan.datasets["target"].tumours == "GLI" and plan.datasets["source"].tumours is None
+    steps = {s.name: s for s in build_steps(plan, tmp_path / "work")}
+    folder = tmp_path / "work" / "data" / "DemoSSA"
+    assert steps["synth-target"].command[-8:] == ["--seed", "0", "--shape", "64", "64", "48", "--tumours", "GLI"]
+    assert "--tumours" not in steps["synth-source"].command
+    small = dataclasses.replace(plan.datasets["target"], n=1, shape=(32, 32, 24))
+    done = _synth_done(folder, small)
+    write_brats_cases(folder, "SSA", n=1, shape=(32, 32, 24))  # SSA's own tumours
+    assert not done()
+    write_brats_cases(folder, "SSA", n=1, shape=(32, 32, 24), tumours="GLI", overwrite=True)
+    assert done()
 
 
 def test_run_cli_dry_run_and_plan_error(nnunet_env, tmp_path, capsys):

@@ -7,8 +7,8 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-from nnunet_transfer.synth import (MODALITIES, case_id, case_rng, generate_case, get_domain, spacing_for,
-                                   write_brats_cases)
+from nnunet_transfer.synth import (MODALITIES, case_id, case_rng, generate_case, get_domain, recorded_settings,
+                                   spacing_for, with_tumours, write_brats_cases)
 from nnunet_transfer.synth.anatomy import CSF, ED, ET, GREY, NCR, WHITE, make_anatomy
 
 SHAPE = (48, 48, 36)
@@ -151,7 +151,9 @@ def test_unknown_domain_and_bad_shape():
 def test_write_brats_cases_layout_and_geometry(tmp_path):
     folders = write_brats_cases(tmp_path, domain="SSA", n=2, seed=5, shape=(32, 32, 24), start_index=3)
     assert [f.name for f in folders] == ["BraTS-SSA-00003-000", "BraTS-SSA-00004-000"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [f.name for f in folders]  # no temporary leftovers
+    # no temporary leftovers; synth.json records what decides the cases' content
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f.name for f in folders] + ["synth.json"]
+    assert recorded_settings(tmp_path) == {"domain": "SSA", "tumours": "SSA", "seed": 5, "shape": [32, 32, 24]}
     for folder in folders:
         names = sorted(p.name for p in folder.iterdir())
         assert names == sorted(f"{folder.name}-{s}.nii.gz" for s in ("t1n", "t1c", "t2w", "t2f", "seg"))
@@ -177,6 +179,41 @@ def test_write_is_idempotent_and_int16_for_gli(tmp_path):
     stamp = path.stat().st_mtime_ns
     write_brats_cases(tmp_path, domain="GLI", n=2, shape=(32, 32, 24))
     assert path.stat().st_mtime_ns == stamp  # kept, not rewritten
-    assert len(list(tmp_path.iterdir())) == 2
+    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 2
     write_brats_cases(tmp_path, domain="GLI", n=1, shape=(32, 32, 24), overwrite=True)
     assert path.stat().st_mtime_ns != stamp
+
+
+def test_tumours_of_another_population_keep_the_scanner():
+    """SSA's scanner with GLI's tumours: the acquisition of SSA, the labels' statistics of GLI."""
+    profile = with_tumours("SSA", "GLI")
+    assert profile.tumour == get_domain("GLI").tumour and profile.tumour != get_domain("SSA").tumour
+    assert (profile.noise, profile.psf_mm, profile.dtype) == (get_domain("SSA").noise, get_domain("SSA").psf_mm,
+                                                             "float32")
+    images, seg, _ = generate_case(profile, SHAPE, case_rng("SSA", 0, 0))
+    assert images["t1n"].dtype == np.float32
+    # the same case drawn with GLI's population has GLI's tumour: its labels follow that profile
+    tissue, expected = make_anatomy(SHAPE, spacing_for(SHAPE), case_rng("SSA", 0, 0), get_domain("GLI").tumour)
+    assert np.array_equal(seg, expected)
+    with pytest.raises(ValueError, match="unknown synthetic domain 'xyz'; choose one of GLI, SSA"):
+        with_tumours("SSA", "xyz")
+
+
+def test_a_folder_refuses_cases_of_other_settings(tmp_path):
+    write_brats_cases(tmp_path, domain="SSA", n=1, shape=(32, 32, 24))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for changed in ({"tumours": "GLI"}, {"seed": 1}, {"shape": (32, 32, 32)}):
+        kwargs = {"domain": "SSA", "n": 2, "shape": (32, 32, 24), **changed}
+        key = next(iter(changed))
+        with pytest.raises(ValueError, match=rf"synth.json: .*other settings \({key} .* there, .* asked\).*--overwrite"):
+            write_brats_cases(tmp_path, **kwargs)
+        assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+    # --overwrite replaces the old cases, also those it does not regenerate
+    write_brats_cases(tmp_path, domain="SSA", n=1, shape=(32, 32, 24), start_index=1)
+    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 2
+    write_brats_cases(tmp_path, domain="SSA", n=1, shape=(32, 32, 24), tumours="GLI", overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["BraTS-SSA-00000-000", "synth.json"]
+    assert recorded_settings(tmp_path)["tumours"] == "GLI"
+    seg = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "BraTS-SSA-00000-000" / "BraTS-SSA-00000-000-seg.nii.gz")))
+    assert np.array_equal(seg.transpose(2, 1, 0), generate_case(with_tumours("SSA", "GLI"), (32, 32, 24),
+                                                                case_rng("SSA", 0, 0))[1])
