@@ -67,10 +67,14 @@ def summary(runs: list, labels: dict) -> list:
     """Lines with each row's mean and SD over the seeds run, and the paired differences the goals compare.
 
     >>> runs = [{"seed": 0, "dice": {"a": 0.5, "b": 0.4}}, {"seed": 1, "dice": {"a": 0.7, "b": 0.4}}]
-    >>> summary(runs, {"unsupervised": "a", "source": "b"})[1]
+    >>> lines = summary(runs, {"unsupervised": "a", "source": "b"})
+    >>> lines[1]
     '  a                                  mean 0.600  SD 0.141'
+    >>> lines[-1]
+    '  unsupervised - source: mean +0.200, per seed +0.100 +0.300; SD 0.141, 95% CI [-1.071, +1.471] (t, 1 df)'
     """
     import numpy as np
+    from scipy import stats
 
     def values(key: str) -> np.ndarray:
         return np.array([run["dice"][labels[key]] for run in runs])
@@ -84,7 +88,12 @@ def summary(runs: list, labels: dict) -> list:
     for a, b in DIFFERENCES:
         if a in labels and b in labels:
             d = values(a) - values(b)
-            lines.append(f"  {a} - {b}: mean {d.mean():+.3f}, per seed {' '.join(f'{x:+.3f}' for x in d)}")
+            line = f"  {a} - {b}: mean {d.mean():+.3f}, per seed {' '.join(f'{x:+.3f}' for x in d)}"
+            if len(d) > 1:  # seeds as independent replicates: how large a difference these seeds can resolve
+                half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+                line += (f"; SD {d.std(ddof=1):.3f}, 95% CI [{d.mean() - half:+.3f}, {d.mean() + half:+.3f}] "
+                         f"(t, {len(d) - 1} df)")
+            lines.append(line)
     return lines
 
 
