@@ -14,7 +14,7 @@ this run, read from the comparison's ``comparison.json``.
 
     python benchmarks/bench_uda.py                             # seed 0, temporary work dir
     python benchmarks/bench_uda.py --seeds 0 1 2 --workdir /tmp/uda_bench --keep
-    python benchmarks/bench_uda.py --seeds 0 1 --target-tumours GLI --workdir /tmp/uda_scanner --keep
+    python benchmarks/bench_uda.py --seeds 0 1 2 3 --target-tumours GLI --workdir /tmp/uda_scanner --keep
 
 ``--target-tumours GLI`` draws the SSA cases' tumours from GLI's population: the target then
 differs from the source by its scanner alone (the shift feature alignment addresses), not
