@@ -148,9 +148,9 @@ def _record(out_dir: Path, wanted: dict, overwrite: bool) -> None:
         for folder in old:
             shutil.rmtree(folder)
     if found != wanted:
-        tmp = path.with_name(f".{SETTINGS_FILE}.tmp")
-        tmp.write_text(json.dumps(wanted, indent=1) + "\n")
-        os.replace(tmp, path)
+        from nnunet_transfer.evaluation.evaluate import write_json_atomic
+
+        write_json_atomic(wanted, path)
 
 
 def write_brats_cases(out_dir: Path, domain: str = "GLI", n: int = 4, seed: int = 0,
